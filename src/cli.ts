@@ -1,0 +1,48 @@
+#!/usr/bin/env node
+/**
+ * pop3-imap-proxy: parse the command line, start the POP3 server, and end every session
+ * through its cleanup path on SIGTERM/SIGINT.
+ */
+import { ConfigError, parseConfig } from './config/options.js';
+import { createLogger } from './logging/logger.js';
+import { createProxy } from './proxy.js';
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = await parseConfig(process.argv.slice(2));
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`pop3-imap-proxy: ${err.message} (see --help)`);
+    process.exit(2);
+  }
+  if (!config) return;
+  const logger = createLogger(config.log);
+  const server = createProxy(config, logger);
+  try {
+    await server.listen();
+  } catch (err) {
+    logger.error(`Cannot listen on ${config.listen.host}:${config.listen.port}: ${(err as Error).message}`);
+    process.exit(1);
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info(`${signal} received, ending ${server.activeSessions} session(s)`);
+    server.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error(`Shutdown failed: ${(err as Error).message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

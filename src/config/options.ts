@@ -1,0 +1,136 @@
+/**
+ * The command line (yargs): every flag can also come from an environment variable
+ * POP3PROXY_<FLAG> (flags win). Parsing ends in a validated ProxyConfig or a ConfigError whose
+ * message names the offending flag.
+ */
+import { readFileSync } from 'node:fs';
+import yargs from 'yargs';
+import type { ImapTlsMode } from '../imap/imap-client.js';
+import { compileUidlFormat, DEFAULT_UIDL_FORMAT } from '../imap/uidl-format.js';
+import type { LogFormat, LogLevel } from '../logging/logger.js';
+
+export interface ProxyConfig {
+  readonly listen: { readonly host: string; readonly port: number };
+  readonly imap: {
+    readonly host: string;
+    readonly port: number;
+    readonly tls: ImapTlsMode;
+    readonly verifyTls: boolean;
+    readonly ca: Buffer | undefined;
+    readonly mailbox: string;
+  };
+  readonly idleTimeoutMs: number;
+  readonly backendTimeoutMs: number;
+  readonly uidlFormat: string;
+  readonly log: { readonly level: LogLevel; readonly format: LogFormat };
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export const ENV_PREFIX = 'POP3PROXY';
+const TLS_MODES = ['implicit', 'starttls', 'none'] as const;
+const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
+const LOG_FORMATS = ['text', 'json'] as const;
+
+function parser(argv: readonly string[]) {
+  return yargs([...argv])
+    .scriptName('pop3-imap-proxy')
+    .usage('$0 --imap-host HOST [options]\n\nA POP3 server that serves each user\'s mailbox from an IMAP server.')
+    .env(ENV_PREFIX)
+    .options({
+      'imap-host': { type: 'string', describe: 'IMAP server to proxy to (required)', group: 'Backend:' },
+      'imap-port': { type: 'number', describe: 'IMAP port [default: 993, or 143 unless --imap-tls is implicit]', group: 'Backend:' },
+      'imap-tls': { choices: TLS_MODES, default: 'implicit' as ImapTlsMode, describe: 'TLS to the IMAP server', group: 'Backend:' },
+      'imap-tls-verify': { type: 'boolean', default: true, describe: 'Verify the IMAP server certificate (--no-imap-tls-verify to skip)', group: 'Backend:' },
+      'imap-ca': { type: 'string', describe: 'PEM file with extra CA certificates for the IMAP server', group: 'Backend:' },
+      mailbox: { type: 'string', default: 'INBOX', describe: 'IMAP mailbox served as the POP3 maildrop', group: 'Backend:' },
+      'backend-timeout': { type: 'number', default: 30, describe: 'Seconds to wait for any one backend step (must cover a failed-login penalty)', group: 'Backend:' },
+      'uidl-format': { type: 'string', default: DEFAULT_UIDL_FORMAT, describe: 'UIDL template: %u UID, %v UIDVALIDITY (Dovecot syntax, e.g. %08Xu%08Xv)', group: 'Backend:' },
+      host: { type: 'string', default: '0.0.0.0', describe: 'Address to listen on for POP3', group: 'POP3:' },
+      port: { type: 'number', default: 110, describe: 'Port to listen on for POP3 (0 picks a free one)', group: 'POP3:' },
+      'idle-timeout': { type: 'number', default: 600, describe: 'Seconds of client inactivity before a session is ended', group: 'POP3:' },
+      'log-level': { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'Log level (debug adds protocol traces)', group: 'Logging:' },
+      'log-format': { choices: LOG_FORMATS, default: 'text' as LogFormat, describe: 'Log line format', group: 'Logging:' },
+    })
+    .strict()
+    .help()
+    .alias('h', 'help')
+    .version()
+    .wrap(Math.min(110, process.stdout.columns || 110))
+    .exitProcess(false)
+    .fail((msg, err) => {
+      // yargs spreads some messages over several lines; ours are one line each.
+      throw new ConfigError((msg || err?.message || 'invalid arguments').replace(/\s*\n\s*/g, ' '));
+    });
+}
+
+/** Parses argv; returns undefined when --help or --version was answered. */
+export async function parseConfig(argv: readonly string[]): Promise<ProxyConfig | undefined> {
+  const y = parser(argv);
+  const raw = await y.parseAsync();
+  if (raw.help || raw.version) return undefined;
+  return validate(raw);
+}
+
+type Raw = Awaited<ReturnType<ReturnType<typeof parser>['parseAsync']>>;
+
+function validate(raw: Raw): ProxyConfig {
+  const imapHost = raw['imap-host'];
+  if (!imapHost) throw new ConfigError('--imap-host is required (or POP3PROXY_IMAP_HOST)');
+  const tls = raw['imap-tls'];
+  const uidlFormat = raw['uidl-format'];
+  try {
+    compileUidlFormat(uidlFormat);
+  } catch (err) {
+    throw new ConfigError(`--uidl-format: ${(err as Error).message}`);
+  }
+  return {
+    listen: { host: raw.host, port: port('--port', raw.port, true) },
+    imap: {
+      host: imapHost,
+      port: port('--imap-port', raw['imap-port'] ?? (tls === 'implicit' ? 993 : 143), false),
+      tls,
+      verifyTls: raw['imap-tls-verify'],
+      ca: raw['imap-ca'] === undefined ? undefined : readCa(raw['imap-ca']),
+      mailbox: nonEmpty('--mailbox', raw.mailbox),
+    },
+    idleTimeoutMs: seconds('--idle-timeout', raw['idle-timeout']),
+    backendTimeoutMs: seconds('--backend-timeout', raw['backend-timeout']),
+    uidlFormat,
+    log: { level: raw['log-level'], format: raw['log-format'] },
+  };
+}
+
+function port(flag: string, value: number, allowZero: boolean): number {
+  if (!Number.isInteger(value) || value < (allowZero ? 0 : 1) || value > 65535) {
+    throw new ConfigError(`${flag}: ${String(value)} is not a valid port (1-65535)`);
+  }
+  return value;
+}
+
+function seconds(flag: string, value: number): number {
+  if (!Number.isFinite(value) || value <= 0 || value > 86400) {
+    throw new ConfigError(`${flag}: ${String(value)} is not a number of seconds between 0 and 86400`);
+  }
+  return Math.round(value * 1000);
+}
+
+function nonEmpty(flag: string, value: string): string {
+  if (value.trim() === '') throw new ConfigError(`${flag} must not be empty`);
+  return value;
+}
+
+function readCa(file: string): Buffer {
+  try {
+    const pem = readFileSync(file);
+    if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate in it');
+    return pem;
+  } catch (err) {
+    throw new ConfigError(`--imap-ca: cannot use ${file}: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * Creating imapflow connections to the backend, with our timeouts and logging, and turning
+ * imapflow's failures into MaildropError kinds.
+ */
+import { ImapFlow, type ImapFlowOptions } from 'imapflow';
+import type { Logger } from 'winston';
+import { MaildropError } from '../maildrop/errors.js';
+
+export type ImapTlsMode = 'implicit' | 'starttls' | 'none';
+
+export interface ImapSettings {
+  readonly host: string;
+  readonly port: number;
+  readonly tls: ImapTlsMode;
+  readonly verifyTls: boolean;
+  readonly ca: Buffer | undefined;
+  readonly mailbox: string;
+  /** Longest wait for any one backend step (connect, login, a command). */
+  readonly timeoutMs: number;
+}
+
+export interface Login {
+  readonly user: string;
+  readonly password: string;
+}
+
+/** Connects and logs in; the returned client is authenticated and has an error listener. */
+export async function connectImap(settings: ImapSettings, login: Login, logger: Logger): Promise<ImapFlow> {
+  const client = new ImapFlow(clientOptions(settings, login, logger));
+  // Without a listener, a socket error after login would crash the process.
+  client.on('error', (err: Error) => logger.debug(`IMAP connection error: ${err.message}`));
+  try {
+    await withTimeout(client.connect(), settings.timeoutMs, 'IMAP login');
+    return client;
+  } catch (err) {
+    client.close();
+    throw classifyLoginError(err);
+  }
+}
+
+/** Rejects when `promise` does not settle within `ms`. */
+export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new MaildropError('temporary', `${what} timed out after ${ms / 1000} s`, { fatal: true })), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function clientOptions(settings: ImapSettings, login: Login, logger: Logger): ImapFlowOptions {
+  return {
+    host: settings.host,
+    port: settings.port,
+    secure: settings.tls === 'implicit',
+    // 'none' must never upgrade, 'starttls' must never fall back to plaintext.
+    doSTARTTLS: settings.tls === 'starttls',
+    tls: {
+      rejectUnauthorized: settings.verifyTls,
+      minVersion: 'TLSv1.2',
+      ...(settings.ca ? { ca: settings.ca } : {}),
+    },
+    auth: { user: login.user, pass: login.password },
+    logger: imapLogger(logger),
+    disableAutoIdle: true,
+    // Dovecot answers a failed login only after its penalty delay; do not give up before.
+    connectionTimeout: settings.timeoutMs,
+    greetingTimeout: settings.timeoutMs,
+    socketTimeout: Math.max(settings.timeoutMs, 5 * 60 * 1000),
+  };
+}
+
+/** imapflow's own log, at debug level. It masks credentials in the commands it logs. */
+function imapLogger(logger: Logger): NonNullable<ImapFlowOptions['logger']> {
+  const forward = (entry: unknown) => {
+    if (!logger.isDebugEnabled()) return;
+    const { msg, ...rest } = (entry ?? {}) as { msg?: string } & Record<string, unknown>;
+    logger.debug(`imap: ${msg ?? ''}`, { imap: scrub(rest) });
+  };
+  return { debug: forward, info: forward, warn: forward, error: forward };
+}
+
+/** Keeps only the fields worth reading from imapflow's entries (no raw payloads). */
+function scrub(entry: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of ['cid', 'src', 'err', 'code', 'tag', 'command', 'host', 'port', 'secure']) {
+    const value = entry[key];
+    if (value === undefined) continue;
+    out[key] = value instanceof Error ? value.message : value;
+  }
+  return out;
+}
+
+const TEMPORARY_CODES = new Set(['UNAVAILABLE', 'SERVERBUG', 'LIMIT', 'INUSE']);
+const PERMANENT_CODES = new Set(['PRIVACYREQUIRED', 'CONTACTADMIN']);
+const TLS_CODE = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|ERR_SSL/;
+
+interface ImapError {
+  authenticationFailed?: boolean;
+  serverResponseCode?: string;
+  code?: string;
+  message?: string;
+}
+
+function classifyLoginError(err: unknown): MaildropError {
+  if (err instanceof MaildropError) return err;
+  const e = (err ?? {}) as ImapError;
+  const message = e.message ?? String(err);
+  const code = (e.serverResponseCode ?? '').toUpperCase();
+  if (TEMPORARY_CODES.has(code)) return new MaildropError('temporary', `backend refused login for now (${code})`, { cause: err });
+  if (PERMANENT_CODES.has(code)) return new MaildropError('permanent', `backend refused login (${code})`, { cause: err });
+  if (e.authenticationFailed) return new MaildropError('credentials', 'credentials rejected by the backend', { cause: err });
+  if (e.code && TLS_CODE.test(e.code)) return new MaildropError('permanent', `TLS with the backend failed: ${message}`, { cause: err });
+  return new MaildropError('temporary', `backend unreachable: ${message}`, { cause: err, fatal: true });
+}

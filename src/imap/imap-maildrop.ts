@@ -1,0 +1,217 @@
+/**
+ * The Maildrop contract over an IMAP mailbox (imapflow). Message identity is the UID; the
+ * snapshot is taken once, right after login. Deletion marks are the IMAP \Deleted flag, set at
+ * once and taken back on every end but a successful commit; commit removes exactly the UIDs
+ * it is given (UID EXPUNGE), never other messages that carry \Deleted.
+ */
+import type { Readable } from 'node:stream';
+import type { ImapFlow } from 'imapflow';
+import type { Logger } from 'winston';
+import { MaildropError } from '../maildrop/errors.js';
+import type { Credentials, Maildrop, MaildropProvider, MessageEntry } from '../maildrop/maildrop.js';
+import { connectImap, withTimeout, type ImapSettings } from './imap-client.js';
+import type { UidlFormatter } from './uidl-format.js';
+
+const DELETED = '\\Deleted';
+
+export interface ImapBackendOptions extends ImapSettings {
+  readonly uidl: UidlFormatter;
+  /** Bytes asked for per FETCH while streaming a message. */
+  readonly chunkSize: number;
+}
+
+export class ImapMaildropProvider implements MaildropProvider {
+  constructor(
+    private readonly options: ImapBackendOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  async authenticate(credentials: Credentials): Promise<Maildrop> {
+    const client = await connectImap(this.options, credentials, this.logger);
+    return new ImapMaildrop(client, credentials, this.options, this.logger);
+  }
+}
+
+interface SnapshotEntry extends MessageEntry {
+  readonly uid: number;
+}
+
+export class ImapMaildrop implements Maildrop {
+  readonly mailboxKey: string;
+  private snapshot: SnapshotEntry[] = [];
+  /** UIDs this session flagged \Deleted that did not carry the flag before: ours to undo. */
+  private readonly flaggedByUs = new Set<number>();
+  /** UIDs that already carried \Deleted when the snapshot was taken. */
+  private readonly flaggedBefore = new Set<number>();
+  private ended = false;
+
+  constructor(
+    private readonly client: ImapFlow,
+    private readonly credentials: Credentials,
+    private readonly options: ImapBackendOptions,
+    private readonly logger: Logger,
+  ) {
+    const user = credentials.user.trim().toLowerCase();
+    this.mailboxKey = `imap://${options.host}:${options.port}/${encodeURIComponent(user)}/${encodeURIComponent(options.mailbox)}`;
+  }
+
+  async open(): Promise<readonly MessageEntry[]> {
+    const mailbox = await this.step('opening the mailbox', () => this.client.mailboxOpen(this.options.mailbox, { readOnly: false }));
+    if (mailbox.readOnly) throw new MaildropError('permanent', `mailbox ${this.options.mailbox} is read-only`);
+    const uidValidity = Number(mailbox.uidValidity);
+    if (mailbox.exists === 0) return (this.snapshot = []);
+    const messages = await this.step('listing messages', () =>
+      this.client.fetchAll('1:*', { uid: true, size: true, flags: true }),
+    );
+    const entries: SnapshotEntry[] = [];
+    for (const m of messages) {
+      if (m.uid === undefined || m.size === undefined) continue;
+      if (m.flags?.has(DELETED)) this.flaggedBefore.add(m.uid);
+      entries.push({ uid: m.uid, size: m.size, uidl: this.options.uidl(m.uid, uidValidity) });
+    }
+    entries.sort((a, b) => a.uid - b.uid);
+    this.snapshot = entries;
+    return entries;
+  }
+
+  async read(index: number): Promise<Readable> {
+    const uid = this.uidOf(index);
+    const download = await this.step(`fetching message UID ${uid}`, () =>
+      this.client.download(String(uid), undefined, { uid: true, chunkSize: this.options.chunkSize }),
+    );
+    if (!download.content) throw new MaildropError('gone', `message UID ${uid} no longer exists`);
+    return download.content;
+  }
+
+  async markDeleted(index: number): Promise<void> {
+    const uid = this.uidOf(index);
+    // Recorded before the STORE is sent, so an abandon racing with it still takes it back.
+    if (!this.flaggedBefore.has(uid)) this.flaggedByUs.add(uid);
+    const done = await this.step(`flagging UID ${uid}`, () => this.client.messageFlagsAdd(String(uid), [DELETED], { uid: true }));
+    if (!done) throw this.commandFailed(`flagging UID ${uid} \\Deleted`);
+  }
+
+  async unmarkDeleted(indexes: readonly number[]): Promise<void> {
+    const uids = indexes.map((i) => this.uidOf(i)).filter((uid) => this.flaggedByUs.has(uid));
+    if (uids.length === 0) return;
+    await this.removeFlags(this.client, uids);
+    for (const uid of uids) this.flaggedByUs.delete(uid);
+  }
+
+  async commit(indexes: readonly number[]): Promise<void> {
+    const uids = indexes.map((i) => this.uidOf(i));
+    if (uids.length > 0) await this.expunge(uids);
+    this.flaggedByUs.clear();
+    this.ended = true;
+    await this.logout(this.client);
+  }
+
+  async abandon(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    const uids = [...this.flaggedByUs];
+    this.flaggedByUs.clear();
+    try {
+      if (uids.length > 0) await this.restoreFlags(uids);
+    } finally {
+      await this.logout(this.client);
+    }
+  }
+
+  /**
+   * UID EXPUNGE of exactly these UIDs. A server without UIDPLUS only has plain EXPUNGE, which
+   * removes every \Deleted message in the mailbox: it is used only when the flagged messages
+   * are all ours; otherwise nothing is expunged and commit fails.
+   */
+  private async expunge(uids: number[]): Promise<void> {
+    if (!this.client.capabilities.has('UIDPLUS')) await this.checkPlainExpungeIsSafe(uids);
+    const done = await this.step('expunging', () => this.client.messageDelete(uidSet(uids), { uid: true }));
+    if (!done) throw this.commandFailed('expunging the deleted messages');
+  }
+
+  private async checkPlainExpungeIsSafe(uids: number[]): Promise<void> {
+    const flagged = await this.step('searching \\Deleted messages', () => this.client.search({ deleted: true }, { uid: true }));
+    const ours = new Set(uids);
+    const foreign = (flagged || []).filter((uid) => !ours.has(uid));
+    if (foreign.length > 0) {
+      throw new MaildropError(
+        'permanent',
+        `the mail server lacks UIDPLUS and ${foreign.length} other message(s) are flagged \\Deleted by another client; expunging would remove them too`,
+      );
+    }
+  }
+
+  /** Takes the flags back over this connection, or over a new one if this one is broken. */
+  private async restoreFlags(uids: number[]): Promise<void> {
+    if (this.client.usable) {
+      try {
+        await this.removeFlags(this.client, uids);
+        return;
+      } catch (err) {
+        this.logger.warn(`Restoring flags on the session connection failed, retrying on a new one: ${(err as Error).message}`);
+      }
+    }
+    const fresh = await connectImap(this.options, this.credentials, this.logger);
+    try {
+      await withTimeout(fresh.mailboxOpen(this.options.mailbox, { readOnly: false }), this.options.timeoutMs, 'opening the mailbox');
+      await this.removeFlags(fresh, uids);
+    } finally {
+      await this.logout(fresh);
+    }
+  }
+
+  private async removeFlags(client: ImapFlow, uids: number[]): Promise<void> {
+    const done = await withTimeout(
+      client.messageFlagsRemove(uidSet(uids), [DELETED], { uid: true }),
+      this.options.timeoutMs,
+      'removing \\Deleted flags',
+    );
+    if (!done) throw this.commandFailed('removing \\Deleted flags', client);
+  }
+
+  private async logout(client: ImapFlow): Promise<void> {
+    try {
+      if (client.usable) await withTimeout(client.logout(), this.options.timeoutMs, 'logout');
+    } catch {
+      // The session is over either way.
+    } finally {
+      client.close();
+    }
+  }
+
+  /** Runs one backend step with the backend timeout, classifying its failure. */
+  private async step<T>(what: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await withTimeout(run(), this.options.timeoutMs, what);
+    } catch (err) {
+      if (err instanceof MaildropError) throw err;
+      const message = err instanceof Error ? err.message : String(err);
+      const code = (err as { code?: string }).code;
+      if (code === 'DownloadIncomplete') throw new MaildropError('gone', `${what}: ${message}`, { cause: err });
+      throw new MaildropError('temporary', `${what}: ${message}`, { cause: err, fatal: !this.client.usable });
+    }
+  }
+
+  private commandFailed(what: string, client: ImapFlow = this.client): MaildropError {
+    return new MaildropError('temporary', `${what} failed`, { fatal: !client.usable });
+  }
+
+  private uidOf(index: number): number {
+    const entry = this.snapshot[index];
+    if (!entry) throw new RangeError(`message index ${index} is outside the snapshot`);
+    return entry.uid;
+  }
+}
+
+/** An IMAP sequence set of UIDs, with runs folded ("3:7,9"). */
+export function uidSet(uids: readonly number[]): string {
+  const sorted = [...uids].sort((a, b) => a - b);
+  const ranges: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
+    ranges.push(i === j ? String(sorted[i]) : `${sorted[i]}:${sorted[j]}`);
+    i = j + 1;
+  }
+  return ranges.join(',');
+}

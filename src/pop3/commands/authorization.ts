@@ -1,0 +1,87 @@
+import { isMaildropError, type MaildropError } from '../../maildrop/errors.js';
+import type { Maildrop } from '../../maildrop/maildrop.js';
+import type { Pop3Session } from '../session.js';
+import { describe } from '../session.js';
+import { args, type CommandHandler } from './command.js';
+
+export const USER: CommandHandler = {
+  states: ['authorization'],
+  acceptsArgs: args.one,
+  async run(session, command) {
+    session.pendingUser = command.args[0];
+    await session.ok('Send your password.');
+  },
+};
+
+/** PASS logs in to the store with the user's own credentials, locks the mailbox and snapshots it. */
+export const PASS: CommandHandler = {
+  states: ['authorization'],
+  // The password is the whole rest of the line: it may contain spaces.
+  acceptsArgs: args.any,
+  async run(session, command) {
+    const user = session.pendingUser;
+    session.pendingUser = undefined;
+    if (user === undefined) return session.error('Send USER first.');
+    if (command.rest.length === 0) return session.error('Missing password.');
+    await login(session, user, command.rest);
+  },
+};
+
+/** APOP needs the user's secret, which a proxy never sees. */
+export const APOP: CommandHandler = {
+  states: ['authorization'],
+  acceptsArgs: args.any,
+  async run(session) {
+    await session.error('APOP is not supported; use USER and PASS.');
+  },
+};
+
+async function login(session: Pop3Session, user: string, password: string): Promise<void> {
+  session.user = user;
+  let maildrop: Maildrop;
+  try {
+    maildrop = await session.services.provider.authenticate({ user, password }, session.client);
+  } catch (err) {
+    session.user = undefined;
+    return refuse(session, err);
+  }
+  session.pendingMaildrop = maildrop;
+  const lease = await session.services.locks.acquire(maildrop.mailboxKey);
+  if (!lease) {
+    session.pendingMaildrop = undefined;
+    await maildrop.abandon().catch(() => undefined);
+    session.logger.info('Login refused: mailbox in use by another session', session.logMeta());
+    session.user = undefined;
+    return session.error('Mailbox is in use by another POP3 session.', 'IN-USE');
+  }
+  try {
+    const messages = await maildrop.open();
+    session.pendingMaildrop = undefined;
+    session.transaction = { user, maildrop, lease, messages, deleted: new Set() };
+    session.state = 'transaction';
+  } catch (err) {
+    session.pendingMaildrop = undefined;
+    await maildrop.abandon().catch(() => undefined);
+    await lease.release();
+    session.user = undefined;
+    return refuse(session, err);
+  }
+  const count = session.transaction.messages.length;
+  session.logger.info(`Logged in, ${count} messages`, session.logMeta());
+  await session.ok(`Logged in, ${count} ${count === 1 ? 'message' : 'messages'}.`);
+}
+
+/** A failed login goes back to AUTHORIZATION with a reply code saying whose fault it was. */
+async function refuse(session: Pop3Session, err: unknown): Promise<void> {
+  const failure: MaildropError | undefined = isMaildropError(err) ? err : undefined;
+  session.logger.info(`Login failed: ${describe(err)}`, session.logMeta());
+  switch (failure?.kind) {
+    case 'credentials':
+      // The same reply for an unknown user and a wrong password.
+      return session.error('Authentication failed.', 'AUTH');
+    case 'permanent':
+      return session.error(`Mailbox not available: ${failure.message}`, 'SYS/PERM');
+    default:
+      return session.error('Mail server temporarily unavailable, try again later.', 'SYS/TEMP');
+  }
+}

@@ -1,0 +1,12 @@
+import { APOP, PASS, USER } from './authorization.js';
+import { CAPA } from './capa.js';
+import type { CommandHandler } from './command.js';
+import { DELE, RSET } from './deletion.js';
+import { LIST, NOOP, STAT, UIDL } from './listing.js';
+import { QUIT } from './quit.js';
+import { RETR, TOP } from './retrieval.js';
+
+/** Every command the server knows, by upper-case keyword. */
+export const COMMANDS: Readonly<Record<string, CommandHandler>> = {
+  CAPA, USER, PASS, APOP, STAT, LIST, UIDL, NOOP, RETR, TOP, DELE, RSET, QUIT,
+};

@@ -1,0 +1,66 @@
+import { multiLine } from '../responses.js';
+import type { Pop3Session, Transaction } from '../session.js';
+import { args, type CommandHandler } from './command.js';
+import { messageIndex, transactionOf } from './message-arg.js';
+
+/** STAT: count and total size of the messages not marked deleted. */
+export const STAT: CommandHandler = {
+  states: ['transaction'],
+  acceptsArgs: args.none,
+  async run(session) {
+    const tx = transactionOf(session);
+    let count = 0;
+    let octets = 0;
+    tx.messages.forEach((m, i) => {
+      if (tx.deleted.has(i)) return;
+      count++;
+      octets += m.size;
+    });
+    await session.ok(`${count} ${octets}`);
+  },
+};
+
+/** LIST [n]: sizes; numbers never shift, deleted messages are simply left out. */
+export const LIST: CommandHandler = {
+  states: ['transaction'],
+  acceptsArgs: args.optional,
+  async run(session, command) {
+    await listing(session, command.args[0], (tx, i) => String(tx.messages[i]!.size), (count) => `${count} messages`);
+  },
+};
+
+/** UIDL [n]: the unique ids, stable across sessions. */
+export const UIDL: CommandHandler = {
+  states: ['transaction'],
+  acceptsArgs: args.optional,
+  async run(session, command) {
+    await listing(session, command.args[0], (tx, i) => tx.messages[i]!.uidl, () => 'Unique-ID listing follows');
+  },
+};
+
+export const NOOP: CommandHandler = {
+  states: ['transaction'],
+  acceptsArgs: args.none,
+  async run(session) {
+    await session.ok('');
+  },
+};
+
+async function listing(
+  session: Pop3Session,
+  arg: string | undefined,
+  value: (tx: Transaction, index: number) => string,
+  status: (count: number) => string,
+): Promise<void> {
+  const tx = transactionOf(session);
+  if (arg !== undefined) {
+    const index = await messageIndex(session, tx, arg);
+    if (index === undefined) return;
+    return session.ok(`${index + 1} ${value(tx, index)}`);
+  }
+  const lines: string[] = [];
+  for (let i = 0; i < tx.messages.length; i++) {
+    if (!tx.deleted.has(i)) lines.push(`${i + 1} ${value(tx, i)}`);
+  }
+  await session.io.send(multiLine(status(lines.length), lines));
+}

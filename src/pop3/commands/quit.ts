@@ -1,0 +1,13 @@
+import { args, type CommandHandler } from './command.js';
+
+/** QUIT: in AUTHORIZATION just says goodbye; in TRANSACTION enters UPDATE. */
+export const QUIT: CommandHandler = {
+  states: ['authorization', 'transaction'],
+  acceptsArgs: args.none,
+  async run(session) {
+    if (session.state === 'transaction') return session.update();
+    await session.ok('Bye.');
+    session.io.close();
+    await session.end('quit');
+  },
+};

@@ -1,0 +1,91 @@
+import type { Readable } from 'node:stream';
+import { isMaildropError } from '../../maildrop/errors.js';
+import { parseLineCount } from '../command-parser.js';
+import { DotStuffer } from '../dot-stuffer.js';
+import type { Pop3Session } from '../session.js';
+import { ClientGoneError, describe } from '../session.js';
+import { TopFilter } from '../top-filter.js';
+import { args, type CommandHandler } from './command.js';
+import { messageIndex, transactionOf } from './message-arg.js';
+
+/** RETR n: the whole message, streamed and byte-stuffed. */
+export const RETR: CommandHandler = {
+  states: ['transaction'],
+  acceptsArgs: args.one,
+  async run(session, command) {
+    const tx = transactionOf(session);
+    const index = await messageIndex(session, tx, command.args[0]!);
+    if (index === undefined) return;
+    const sent = await deliver(session, index, undefined);
+    if (sent === undefined) return;
+    session.stats.retrieved++;
+    session.stats.retrievedBytes += sent;
+  },
+};
+
+/** TOP n k: the header, the empty line and the first k lines of the body. */
+export const TOP: CommandHandler = {
+  states: ['transaction'],
+  acceptsArgs: args.two,
+  async run(session, command) {
+    const tx = transactionOf(session);
+    const lines = parseLineCount(command.args[1]!);
+    if (lines === undefined) return session.error(`Invalid line count: ${command.args[1]!.slice(0, 20)}`);
+    const index = await messageIndex(session, tx, command.args[0]!);
+    if (index === undefined) return;
+    const sent = await deliver(session, index, new TopFilter(lines));
+    if (sent === undefined) return;
+    session.stats.topped++;
+    session.stats.toppedBytes += sent;
+  },
+};
+
+/**
+ * Streams a message to the client. Returns the number of message octets sent, or undefined
+ * when nothing (or not all of it) was delivered. If the message cannot be delivered whole, the
+ * connection is dropped without the terminating line, so that a client never takes a truncated
+ * message for a complete one.
+ */
+async function deliver(session: Pop3Session, index: number, top: TopFilter | undefined): Promise<number | undefined> {
+  const tx = transactionOf(session);
+  let source: Readable;
+  try {
+    source = await tx.maildrop.read(index);
+  } catch (err) {
+    await replyReadFailure(session, err);
+    return undefined;
+  }
+  const stuffer = new DotStuffer();
+  let octets = 0;
+  try {
+    await session.io.send(Buffer.from('+OK Message follows.\r\n'));
+    for await (const chunk of source as AsyncIterable<Buffer>) {
+      const part = top ? top.push(chunk) : chunk;
+      octets += part.length;
+      const ready = stuffer.push(part);
+      if (ready) await session.io.send(ready);
+      if (top?.done) break;
+    }
+    await session.io.send(stuffer.finish());
+  } catch (err) {
+    source.destroy();
+    const clientGone = err instanceof ClientGoneError;
+    session.logger.warn(`Message ${index + 1} not delivered whole: ${describe(err)}`, session.logMeta());
+    session.io.destroy();
+    await session.end(clientGone ? 'client-closed' : 'delivery-failed');
+    return undefined;
+  }
+  return octets;
+}
+
+async function replyReadFailure(session: Pop3Session, err: unknown): Promise<void> {
+  if (isMaildropError(err) && err.kind === 'gone') {
+    return session.error('Message was removed from the mailbox by another client.');
+  }
+  session.logger.warn(`Reading a message failed: ${describe(err)}`, session.logMeta());
+  await session.error('Mail server failed to deliver the message, try again later.', 'SYS/TEMP');
+  if (!isMaildropError(err) || err.fatal) {
+    session.io.close();
+    await session.end('backend-failed');
+  }
+}

@@ -1,0 +1,195 @@
+/**
+ * One POP3 session: the RFC 1939 state machine (AUTHORIZATION, TRANSACTION, UPDATE) over a
+ * byte-stream connection. Commands are dispatched to one handler each (see ./commands). The
+ * session knows the mail store only through the Maildrop contract.
+ */
+import type { Logger } from 'winston';
+import type { LockLease, LockRegistry } from '../lock/lock-registry.js';
+import type { ClientInfo, Maildrop, MaildropProvider, MessageEntry } from '../maildrop/maildrop.js';
+import { parseCommand, type Command } from './command-parser.js';
+import { COMMANDS } from './commands/index.js';
+import { errLine, okLine, type ResponseCode } from './responses.js';
+
+export type SessionState = 'authorization' | 'transaction' | 'update' | 'closed';
+
+/** How a session ended, for the log line and for deciding what happens to the mailbox. */
+export type EndReason =
+  | 'quit'
+  | 'quit-failed'
+  | 'client-closed'
+  | 'idle-timeout'
+  | 'backend-failed'
+  | 'delivery-failed'
+  | 'too-many-errors'
+  | 'shutdown';
+
+/** The connection as the session sees it. */
+export interface SessionIO {
+  /** Writes bytes; resolves once the client can take more. Rejects when the client is gone. */
+  send(data: Buffer): Promise<void>;
+  /** Closes the connection after what was written (normal end). */
+  close(): void;
+  /** Drops the connection at once: nothing more reaches the client. */
+  destroy(): void;
+}
+
+export interface SessionServices {
+  readonly provider: MaildropProvider;
+  readonly locks: LockRegistry;
+  readonly logger: Logger;
+  readonly implementation: string;
+}
+
+/** The mailbox of an authenticated session. */
+export interface Transaction {
+  readonly user: string;
+  readonly maildrop: Maildrop;
+  readonly lease: LockLease;
+  readonly messages: readonly MessageEntry[];
+  /** 0-based indexes of the messages marked deleted in this session. */
+  readonly deleted: Set<number>;
+}
+
+export interface SessionStats {
+  retrieved: number;
+  retrievedBytes: number;
+  topped: number;
+  toppedBytes: number;
+  deleted: number;
+  expunged: number;
+}
+
+export class Pop3Session {
+  state: SessionState = 'authorization';
+  /** The name given by USER, waiting for PASS. */
+  pendingUser: string | undefined;
+  /** The user of the maildrop being opened or open, for the log line. */
+  user: string | undefined;
+  transaction: Transaction | undefined;
+  /** A maildrop authenticated but not (yet) in TRANSACTION: it must be abandoned on exit. */
+  pendingMaildrop: Maildrop | undefined;
+  readonly stats: SessionStats = { retrieved: 0, retrievedBytes: 0, topped: 0, toppedBytes: 0, deleted: 0, expunged: 0 };
+
+  private readonly startedAt = Date.now();
+  private ending: Promise<void> | undefined;
+
+  constructor(
+    readonly io: SessionIO,
+    readonly client: ClientInfo,
+    readonly services: SessionServices,
+  ) {}
+
+  get logger(): Logger {
+    return this.services.logger;
+  }
+
+  greeting(): Buffer {
+    // No APOP timestamp: a proxy never holds the secret APOP needs, and clients that see one try it.
+    return okLine('POP3 server ready.');
+  }
+
+  /** Handles one command line. Resolves when its reply has been written. */
+  async handle(line: Buffer): Promise<void> {
+    if (this.state === 'closed' || this.state === 'update') return;
+    const command = parseCommand(line);
+    this.trace(command, line);
+    if (!command) return this.error('Unknown command.');
+    const handler = COMMANDS[command.verb];
+    if (!handler) return this.error(`Unknown command: ${command.verb.slice(0, 8)}`);
+    if (!handler.states.includes(this.state)) return this.error(`${command.verb} is not allowed in the ${this.state.toUpperCase()} state.`);
+    if (!handler.acceptsArgs(command.args.length)) return this.error(`Wrong number of arguments for ${command.verb}.`);
+    await handler.run(this, command);
+  }
+
+  async ok(text: string): Promise<void> {
+    this.logger.debug(`S: +OK ${text}`, this.logMeta());
+    await this.io.send(okLine(text));
+  }
+
+  async error(text: string, code?: ResponseCode): Promise<void> {
+    this.logger.debug(`S: -ERR ${code ? `[${code}] ` : ''}${text}`, this.logMeta());
+    await this.io.send(errLine(text, code));
+  }
+
+  /**
+   * Ends the session for any reason but a successful QUIT: nothing is expunged, the marks this
+   * session set are taken back, the lock is released. Safe to call more than once.
+   */
+  end(reason: EndReason): Promise<void> {
+    this.ending ??= this.finish(reason);
+    return this.ending;
+  }
+
+  /** QUIT in TRANSACTION: the UPDATE state. Expunges exactly the messages marked deleted. */
+  async update(): Promise<void> {
+    const tx = this.transaction;
+    if (!tx) return;
+    this.state = 'update';
+    const indexes = [...tx.deleted].sort((a, b) => a - b);
+    try {
+      await tx.maildrop.commit(indexes);
+    } catch (err) {
+      this.logger.warn(`Removing deleted messages failed: ${describe(err)}`, this.logMeta());
+      await this.error(`Deleted messages were not removed: ${describe(err)}. Nothing was deleted; try again later.`, 'SYS/TEMP').catch(() => undefined);
+      this.io.close();
+      await this.end('quit-failed');
+      return;
+    }
+    this.stats.expunged = indexes.length;
+    this.transaction = undefined;
+    await tx.lease.release();
+    await this.ok(`Bye (${indexes.length} ${indexes.length === 1 ? 'message' : 'messages'} deleted).`).catch(() => undefined);
+    this.io.close();
+    this.ending ??= Promise.resolve().then(() => this.logEnd('quit'));
+    await this.ending;
+  }
+
+  logMeta(): Record<string, unknown> {
+    return { client: `${this.client.address}:${this.client.port}`, ...(this.user ? { user: this.user } : {}) };
+  }
+
+  private async finish(reason: EndReason): Promise<void> {
+    this.state = 'closed';
+    const maildrop = this.transaction?.maildrop ?? this.pendingMaildrop;
+    const lease = this.transaction?.lease;
+    this.transaction = undefined;
+    this.pendingMaildrop = undefined;
+    try {
+      await maildrop?.abandon();
+    } catch (err) {
+      this.logger.error(`Could not restore the mailbox state: ${describe(err)}`, this.logMeta());
+    }
+    await lease?.release();
+    this.logEnd(reason);
+  }
+
+  private logEnd(reason: EndReason): void {
+    this.state = 'closed';
+    const s = this.stats;
+    const seconds = ((Date.now() - this.startedAt) / 1000).toFixed(3);
+    this.logger.info(
+      `Session ended: ${reason}, top=${s.topped}/${s.toppedBytes}, retr=${s.retrieved}/${s.retrievedBytes}, ` +
+        `del=${s.deleted}, expunged=${s.expunged}, duration=${seconds}s`,
+      { ...this.logMeta(), event: 'session-end', reason, ...s, durationSeconds: Number(seconds) },
+    );
+  }
+
+  private trace(command: Command | undefined, line: Buffer): void {
+    if (!this.logger.isDebugEnabled()) return;
+    // Never log what follows PASS (or any unknown line that might carry a secret).
+    const shown = !command || !COMMANDS[command.verb] ? `<unrecognised line, ${line.length} bytes>` : command.verb === 'PASS' ? 'PASS ***' : `${command.verb} ${command.args.join(' ')}`.trim();
+    this.logger.debug(`C: ${shown}`, this.logMeta());
+  }
+}
+
+/** A write failed because the client is gone. */
+export class ClientGoneError extends Error {
+  constructor() {
+    super('Client connection closed');
+    this.name = 'ClientGoneError';
+  }
+}
+
+export function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,36 @@
+/**
+ * Wires the parts together: the POP3 server in front, the IMAP backend behind, the lock
+ * registry between them.
+ */
+import type { Logger } from 'winston';
+import type { ProxyConfig } from './config/options.js';
+import { ImapMaildropProvider } from './imap/imap-maildrop.js';
+import { compileUidlFormat } from './imap/uidl-format.js';
+import type { LockRegistry } from './lock/lock-registry.js';
+import { MemoryLockRegistry } from './lock/memory-lock-registry.js';
+import { Pop3Server } from './pop3/server.js';
+
+export const IMPLEMENTATION = 'pop3-imap-proxy';
+
+/** FETCH window when streaming a message: large enough for few round trips, small enough to stream. */
+const DOWNLOAD_CHUNK = 1024 * 1024;
+
+export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegistry = new MemoryLockRegistry()): Pop3Server {
+  const provider = new ImapMaildropProvider(
+    {
+      ...config.imap,
+      timeoutMs: config.backendTimeoutMs,
+      uidl: compileUidlFormat(config.uidlFormat),
+      chunkSize: DOWNLOAD_CHUNK,
+    },
+    logger,
+  );
+  return new Pop3Server(
+    {
+      host: config.listen.host,
+      port: config.listen.port,
+      limits: { maxLineLength: 512, maxOverlongLines: 3, idleTimeoutMs: config.idleTimeoutMs },
+    },
+    { provider, locks, logger, implementation: IMPLEMENTATION },
+  );
+}

@@ -1,0 +1,46 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { DotStuffer } from '../../src/pop3/dot-stuffer.js';
+
+function stuffAll(chunks: string[]): string {
+  const s = new DotStuffer();
+  const out: Buffer[] = [];
+  for (const c of chunks) {
+    const ready = s.push(Buffer.from(c, 'latin1'));
+    if (ready) out.push(ready);
+  }
+  out.push(s.finish());
+  return Buffer.concat(out).toString('latin1');
+}
+
+test('doubles a dot at the start of every line, including the first', () => {
+  assert.equal(stuffAll(['.a\r\nb\r\n.\r\n..\r\n']), '..a\r\nb\r\n..\r\n...\r\n.\r\n');
+});
+
+test('a dot after a chunk boundary at a line start is still doubled', () => {
+  assert.equal(stuffAll(['a\r\n', '.b\r\n']), 'a\r\n..b\r\n.\r\n');
+  assert.equal(stuffAll(['a\r', '\n.', 'b\r\n']), 'a\r\n..b\r\n.\r\n');
+});
+
+test('a dot after a bare CR is not at a line start', () => {
+  assert.equal(stuffAll(['a\r.b\r\n']), 'a\r.b\r\n.\r\n');
+});
+
+test('a message without a final line end gets CRLF before the terminator', () => {
+  assert.equal(stuffAll(['a\r\nb']), 'a\r\nb\r\n.\r\n');
+  assert.equal(stuffAll([]), '.\r\n');
+});
+
+test('the terminator leaves in the same buffer as the last data', () => {
+  const s = new DotStuffer();
+  assert.equal(s.push(Buffer.from('one\r\n')), undefined);
+  assert.equal(s.push(Buffer.from('two\r\n'))!.toString(), 'one\r\n');
+  assert.equal(s.finish().toString(), 'two\r\n.\r\n');
+});
+
+test('8-bit bytes pass untouched', () => {
+  const bytes = Buffer.from([0xe9, 0x0d, 0x0a, 0x2e, 0xff, 0x0d, 0x0a]);
+  const s = new DotStuffer();
+  const out = Buffer.concat([s.push(bytes) ?? Buffer.alloc(0), s.finish()]);
+  assert.deepEqual(out, Buffer.from([0xe9, 0x0d, 0x0a, 0x2e, 0x2e, 0xff, 0x0d, 0x0a, 0x2e, 0x0d, 0x0a]));
+});
