@@ -65,8 +65,17 @@ function parser(argv: readonly string[]) {
     .exitProcess(false)
     .fail((msg, err) => {
       // yargs spreads some messages over several lines; ours are one line each.
-      throw new ConfigError((msg || err?.message || 'invalid arguments').replace(/\s*\n\s*/g, ' '));
+      throw new ConfigError(withoutCamelCaseTwins((msg || err?.message || 'invalid arguments').replace(/\s*\n\s*/g, ' ')));
     });
+}
+
+/** yargs names an unknown --some-flag twice, as some-flag and someFlag: keep the spelling users typed. */
+function withoutCamelCaseTwins(message: string): string {
+  const match = /^(Unknown arguments?): (.*)$/.exec(message);
+  if (!match) return message;
+  const names = match[2]!.split(', ');
+  const typed = names.filter((n) => !names.includes(n.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)) || !/[A-Z]/.test(n));
+  return `${typed.length > 1 ? 'Unknown arguments' : 'Unknown argument'}: ${typed.join(', ')}`;
 }
 
 /** Parses argv; returns undefined when --help or --version was answered. */

@@ -2,13 +2,14 @@
  * UIDL values from UIDVALIDITY and UID, with a template in Dovecot's pop3_uidl_format syntax
  * so a site moving from Dovecot's own POP3 keeps its clients' UIDL lists. `%u` is the UID,
  * `%v` the UIDVALIDITY, `%%` a percent sign; between '%' and the letter an optional width with
- * zero padding and a radix: `%08Xu` is the UID in upper-case hex, zero-padded to 8 digits.
+ * zero padding and `X` for hex: `%08Xu` is the UID in hex, zero-padded to 8 digits. Dovecot
+ * prints hex in lower case, and so do we, or the UIDLs would differ.
  */
 export type UidlFormatter = (uid: number, uidValidity: number) => string;
 
 export const DEFAULT_UIDL_FORMAT = '%08Xu%08Xv';
 
-const TOKEN = /%(?:(%)|(0?)([1-9][0-9]?)?([Xxd]?)([uv]))/g;
+const TOKEN = /%(?:(%)|(0?)([1-9][0-9]?)?(X?)([uv]))/g;
 
 export function compileUidlFormat(template: string): UidlFormatter {
   const parts: Array<string | ((uid: number, uidValidity: number) => string)> = [];
@@ -43,10 +44,7 @@ export function compileUidlFormat(template: string): UidlFormatter {
 }
 
 function numberFormatter(field: 'u' | 'v', radix: string, width: number, zeroPad: boolean) {
-  const base = radix === 'X' || radix === 'x' ? 16 : 10;
-  return (uid: number, uidValidity: number): string => {
-    let text = (field === 'u' ? uid : uidValidity).toString(base);
-    if (radix === 'X') text = text.toUpperCase();
-    return text.padStart(width, zeroPad ? '0' : ' ');
-  };
+  const base = radix === 'X' ? 16 : 10;
+  return (uid: number, uidValidity: number): string =>
+    (field === 'u' ? uid : uidValidity).toString(base).padStart(width, zeroPad ? '0' : ' ');
 }

@@ -21,6 +21,12 @@ export interface ConnectionLimits {
 /** Lines read ahead of the one being answered before we stop reading from the socket. */
 const QUEUE_HIGH = 64;
 
+/**
+ * How long a closed connection waits for the client to read the last reply and close its side.
+ * A client that never reads would otherwise hold the socket (and a server shutdown) forever.
+ */
+const CLOSE_LINGER_MS = 2000;
+
 export class Pop3Connection implements SessionIO {
   readonly session: Pop3Session;
   private readonly reader: LineReader;
@@ -74,6 +80,7 @@ export class Pop3Connection implements SessionIO {
     this.closing = true;
     this.queue.length = 0;
     this.socket.end();
+    setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
   }
 
   destroy(): void {
@@ -143,8 +150,6 @@ export class Pop3Connection implements SessionIO {
     } else {
       this.socket.write(errLine('Disconnected for inactivity.'));
       this.close();
-      // A client that does not read will not take the goodbye either.
-      setTimeout(() => this.socket.destroy(), 5000).unref();
     }
     this.endSession('idle-timeout').catch(() => undefined);
   }

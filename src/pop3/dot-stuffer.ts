@@ -3,14 +3,16 @@
  * line is doubled, and the reply ends with CRLF.CRLF. Bytes are otherwise passed through
  * untouched; a line starts after LF only, never after a bare CR.
  *
- * The last chunk is held back so that the terminator leaves in the same write as the last
- * data: some clients only look for the terminator at the end of a TCP segment.
+ * Everything but the last two bytes is passed on at once, so the client sees data as soon as
+ * the backend sends it; those two bytes leave with the terminator, so that "CRLF.CRLF" is never
+ * split across writes: some clients only look for it at the end of what they read.
  */
 const LF = 0x0a;
 const DOT = 0x2e;
 const TERMINATOR = Buffer.from('.\r\n');
 const CRLF_TERMINATOR = Buffer.from('\r\n.\r\n');
 const LINE_START_DOT = Buffer.from('\n.');
+const HELD_TAIL = 2;
 
 export class DotStuffer {
   private atLineStart = true;
@@ -20,10 +22,14 @@ export class DotStuffer {
   /** Takes the next chunk of the message; returns stuffed bytes that are ready to send. */
   push(chunk: Buffer): Buffer | undefined {
     if (chunk.length === 0) return undefined;
-    const ready = this.held;
-    this.held = this.stuff(chunk);
+    const pieces = this.stuff(chunk);
+    if (this.held) pieces.unshift(this.held);
+    const out = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
     this.endsWithLf = chunk[chunk.length - 1] === LF;
-    return ready;
+    const keep = Math.min(HELD_TAIL, out.length);
+    // A copy, so that the small tail does not pin a large chunk in memory.
+    this.held = Buffer.from(out.subarray(out.length - keep));
+    return out.length > keep ? out.subarray(0, out.length - keep) : undefined;
   }
 
   /**
@@ -37,7 +43,8 @@ export class DotStuffer {
     return out;
   }
 
-  private stuff(chunk: Buffer): Buffer {
+  /** The chunk with the dots that begin lines doubled, as pieces to be joined. */
+  private stuff(chunk: Buffer): Buffer[] {
     const pieces: Buffer[] = [];
     let from = 0;
     if (this.atLineStart && chunk[0] === DOT) {
@@ -51,8 +58,7 @@ export class DotStuffer {
       at = chunk.indexOf(LINE_START_DOT, at + 2);
     }
     this.atLineStart = chunk[chunk.length - 1] === LF;
-    if (pieces.length === 0) return chunk;
     pieces.push(chunk.subarray(from));
-    return Buffer.concat(pieces);
+    return pieces;
   }
 }

@@ -31,11 +31,20 @@ test('a message without a final line end gets CRLF before the terminator', () =>
   assert.equal(stuffAll([]), '.\r\n');
 });
 
-test('the terminator leaves in the same buffer as the last data', () => {
+test('data is passed on at once; only the final line end waits for the terminator', () => {
   const s = new DotStuffer();
-  assert.equal(s.push(Buffer.from('one\r\n')), undefined);
-  assert.equal(s.push(Buffer.from('two\r\n'))!.toString(), 'one\r\n');
-  assert.equal(s.finish().toString(), 'two\r\n.\r\n');
+  assert.equal(s.push(Buffer.from('one\r\n'))!.toString(), 'one');
+  assert.equal(s.push(Buffer.from('two\r\n'))!.toString(), '\r\ntwo');
+  assert.equal(s.push(Buffer.from('x'))!.toString(), '\r');
+  assert.equal(s.finish().toString(), '\nx\r\n.\r\n');
+});
+
+test('the final CRLF and the terminator leave in one buffer, however the data was chunked', () => {
+  for (const chunks of [['a\r\n'], ['a\r', '\n'], ['a', '\r', '\n'], ['a\r\n', '.']]) {
+    const s = new DotStuffer();
+    for (const c of chunks) s.push(Buffer.from(c));
+    assert.match(s.finish().toString(), /\r\n\.\r\n$/);
+  }
 });
 
 test('8-bit bytes pass untouched', () => {

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { compileUidlFormat, DEFAULT_UIDL_FORMAT } from '../../src/imap/uidl-format.js';
 
-test('the default matches Dovecot: UID then UIDVALIDITY, 8 upper-case hex digits each', () => {
-  assert.equal(compileUidlFormat(DEFAULT_UIDL_FORMAT)(26, 1700000000), '0000001A6553F100');
+test('the default matches Dovecot: UID then UIDVALIDITY, 8 hex digits each, lower case as Dovecot prints them', () => {
+  assert.equal(compileUidlFormat(DEFAULT_UIDL_FORMAT)(26, 1700000000), '0000001a6553f100');
 });
 
 test('templates with decimal fields and literal text', () => {

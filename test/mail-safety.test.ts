@@ -1,0 +1,312 @@
+/**
+ * Every path that can delete, checked in the IMAP store afterwards: DELE/RSET/QUIT, every
+ * abnormal end (client drop, idle timeout, proxy shutdown, backend failure), another client's
+ * \Deleted message, the mailbox lock, snapshot and UIDL stability.
+ */
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, test } from 'node:test';
+import type { ImapFlow } from 'imapflow';
+import { imapClient, startDovecot, type Dovecot } from './support/dovecot.js';
+import { RawPop3 } from './support/pop3-client.js';
+import { startProxy, type TestProxy } from './support/proxy.js';
+import { startRelay } from './support/tcp-relay.js';
+
+let dovecot: Dovecot;
+let proxy: TestProxy;
+const alice = { name: 'alice', password: 'alice-secret' };
+
+before(async () => {
+  dovecot = await startDovecot();
+  proxy = await startProxy({ imapPort: dovecot.imapPort });
+});
+
+after(async () => {
+  await proxy?.close();
+  await dovecot?.stop();
+});
+
+/** Empties alice's INBOX and fills it with `count` small messages. */
+async function resetMailbox(count: number): Promise<void> {
+  await withImap(async (imap) => {
+    if (imap.mailbox && (imap.mailbox as { exists: number }).exists > 0) await imap.messageDelete('1:*');
+  });
+  for (let i = 1; i <= count; i++) await dovecot.deliver('alice', `Subject: message ${i}\nMessage-ID: <m${i}@safety>\n\nbody ${i}\n`);
+}
+
+async function withImap<T>(run: (imap: ImapFlow) => Promise<T>): Promise<T> {
+  const imap = await imapClient(dovecot, alice);
+  try {
+    await imap.mailboxOpen('INBOX');
+    return await run(imap);
+  } finally {
+    await imap.logout().catch(() => undefined);
+  }
+}
+
+/** Subjects and flags of every message in the store, by UID order. */
+async function storeState(): Promise<Array<{ subject: string; deleted: boolean }>> {
+  return withImap(async (imap) => {
+    if ((imap.mailbox as { exists: number }).exists === 0) return [];
+    const all = await imap.fetchAll('1:*', { uid: true, flags: true, envelope: true });
+    return all
+      .sort((a, b) => a.uid - b.uid)
+      .map((m) => ({ subject: m.envelope?.subject ?? '', deleted: m.flags?.has('\\Deleted') ?? false }));
+  });
+}
+
+const subjects = (state: Array<{ subject: string }>) => state.map((s) => s.subject);
+const anyFlagged = (state: Array<{ deleted: boolean }>) => state.some((s) => s.deleted);
+
+async function login(port = proxy.port): Promise<RawPop3> {
+  const c = await RawPop3.connect(port);
+  assert.match(await c.command('USER alice'), /^\+OK/);
+  assert.match(await c.command('PASS alice-secret', 30_000), /^\+OK/);
+  return c;
+}
+
+/** Waits until the proxy holds no session (its cleanup has run). */
+async function settled(p: TestProxy = proxy): Promise<void> {
+  for (let i = 0; i < 200 && p.server.activeSessions > 0; i++) await new Promise((r) => setTimeout(r, 25));
+  // The connection may be gone before its session's cleanup finished: the lock tells.
+  for (let i = 0; i < 200; i++) {
+    const c = await RawPop3.connect(p.port);
+    await c.command('USER alice');
+    const reply = await c.command('PASS alice-secret', 30_000);
+    if (reply.startsWith('+OK')) {
+      // QUIT releases the lock before it answers, so the next login finds it free.
+      await c.command('QUIT');
+      c.destroy();
+      return;
+    }
+    c.destroy();
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('the mailbox lock was never released');
+}
+
+beforeEach(async () => {
+  await settled();
+  await resetMailbox(5);
+});
+
+test('DELE then QUIT expunges exactly the deleted messages', async () => {
+  const c = await login();
+  assert.match(await c.command('DELE 2'), /^\+OK/);
+  assert.match(await c.command('DELE 4'), /^\+OK/);
+  assert.match(await c.command('STAT'), /^\+OK 3 /);
+  assert.match(await c.command('QUIT'), /^\+OK/);
+  await c.waitClose();
+  const state = await storeState();
+  assert.deepEqual(subjects(state), ['message 1', 'message 3', 'message 5']);
+  assert.equal(anyFlagged(state), false);
+});
+
+test('message numbers never shift after DELE; deleted ones are refused and left out of LIST', async () => {
+  const c = await login();
+  await c.command('DELE 1');
+  const list = (await c.multiline('LIST')).body.toString();
+  assert.deepEqual(list.trim().split('\r\n').map((l) => l.split(' ')[0]), ['2', '3', '4', '5']);
+  assert.match(await c.command('LIST 1'), /^-ERR/);
+  assert.match(await c.command('RETR 1'), /^-ERR/);
+  assert.match(await c.command('DELE 1'), /^-ERR/);
+  const retr = await c.multiline('RETR 3');
+  assert.match(retr.body.toString(), /Subject: message 3/);
+  await c.command('RSET');
+  await c.command('QUIT');
+  c.destroy();
+});
+
+test('RSET takes back this session\'s deletions: QUIT then removes nothing and leaves no flag', async () => {
+  const c = await login();
+  await c.command('DELE 1');
+  await c.command('DELE 3');
+  assert.equal((await storeState()).filter((s) => s.deleted).length, 2, 'DELE flags \\Deleted at once');
+  assert.match(await c.command('RSET'), /^\+OK/);
+  assert.match(await c.command('STAT'), /^\+OK 5 /);
+  await c.command('DELE 5');
+  await c.command('QUIT');
+  await c.waitClose();
+  const state = await storeState();
+  assert.deepEqual(subjects(state), ['message 1', 'message 2', 'message 3', 'message 4']);
+  assert.equal(anyFlagged(state), false);
+});
+
+test('another client\'s \\Deleted message survives our QUIT and our RSET', async () => {
+  await withImap((imap) => imap.messageFlagsAdd('2', ['\\Deleted']));
+  const c = await login();
+  await c.command('DELE 4');
+  await c.command('DELE 2');
+  await c.command('RSET');
+  let state = await storeState();
+  assert.equal(state[1]!.deleted, true, 'RSET must not clear a flag this session did not set');
+  assert.equal(state[3]!.deleted, false);
+  await c.command('DELE 4');
+  await c.command('QUIT');
+  await c.waitClose();
+  state = await storeState();
+  assert.deepEqual(subjects(state), ['message 1', 'message 2', 'message 3', 'message 5']);
+  assert.equal(state[1]!.deleted, true);
+});
+
+test('a client that drops after DELE deletes nothing and leaves no flag behind', async () => {
+  const c = await login();
+  await c.command('DELE 1');
+  await c.command('DELE 2');
+  c.destroy();
+  await settled();
+  const state = await storeState();
+  assert.equal(state.length, 5);
+  assert.equal(anyFlagged(state), false);
+});
+
+test('an idle timeout after DELE deletes nothing and leaves no flag behind', async () => {
+  const quick = await startProxy({ imapPort: dovecot.imapPort, idleTimeoutMs: 1000 });
+  try {
+    const c = await login(quick.port);
+    await c.command('DELE 3');
+    assert.match(await c.readLine(5000), /^-ERR/);
+    await c.waitClose();
+    await settled(quick);
+  } finally {
+    await quick.close();
+  }
+  const state = await storeState();
+  assert.equal(state.length, 5);
+  assert.equal(anyFlagged(state), false);
+});
+
+test('stopping the proxy after DELE deletes nothing and leaves no flag behind', async () => {
+  const other = await startProxy({ imapPort: dovecot.imapPort });
+  const c = await login(other.port);
+  await c.command('DELE 1');
+  await c.command('DELE 5');
+  await other.close();
+  await c.waitClose();
+  const state = await storeState();
+  assert.equal(state.length, 5);
+  assert.equal(anyFlagged(state), false);
+});
+
+test('one session per mailbox: a second login gets [IN-USE] until the first ends', async () => {
+  const first = await login();
+  const second = await RawPop3.connect(proxy.port);
+  await second.command('USER ALICE');
+  assert.match(await second.command('PASS alice-secret', 30_000), /^-ERR \[IN-USE\] /);
+  await first.command('QUIT');
+  await first.waitClose();
+  await second.command('USER alice');
+  assert.match(await second.command('PASS alice-secret', 30_000), /^\+OK/);
+  await second.command('QUIT');
+  second.destroy();
+});
+
+test('the snapshot stays fixed while mail arrives; the new mail shows in the next session', async () => {
+  const c = await login();
+  const before = await c.command('STAT');
+  await dovecot.deliver('alice', 'Subject: late arrival\nMessage-ID: <late@safety>\n\nlate\n');
+  await withImap(async (imap) => assert.equal((imap.mailbox as { exists: number }).exists, 6));
+  assert.equal(await c.command('STAT'), before);
+  assert.match(await c.command('RETR 6'), /^-ERR/);
+  assert.match(await c.command('NOOP'), /^\+OK/);
+  await c.command('QUIT');
+  await c.waitClose();
+  const next = await login();
+  assert.match(await next.command('STAT'), /^\+OK 6 /);
+  await next.command('QUIT');
+  next.destroy();
+});
+
+test('UIDL is stable across sessions and equal to Dovecot\'s own POP3 UIDL', async () => {
+  const read = async (port: number) => {
+    const c = await RawPop3.connect(port);
+    await c.command('USER alice');
+    await c.command('PASS alice-secret', 30_000);
+    const body = (await c.multiline('UIDL')).body.toString();
+    await c.command('QUIT');
+    c.destroy();
+    return body;
+  };
+  const first = await read(proxy.port);
+  const second = await read(proxy.port);
+  const native = await read(dovecot.pop3Port);
+  assert.equal(first, second);
+  assert.equal(first, native);
+  assert.equal(first.trim().split('\r\n').length, 5);
+});
+
+test('with the backend down, login fails with [SYS/TEMP] at once, without a hang', async () => {
+  const relay = await startRelay(dovecot.imapPort);
+  const port = relay.port;
+  await relay.close();
+  const dead = await startProxy({ imapPort: port, backendTimeoutMs: 5000 });
+  try {
+    const c = await RawPop3.connect(dead.port);
+    await c.command('USER alice');
+    assert.match(await c.command('PASS alice-secret', 10_000), /^-ERR \[SYS\/TEMP\] /);
+    assert.match(await c.command('QUIT'), /^\+OK/);
+    c.destroy();
+  } finally {
+    await dead.close();
+  }
+});
+
+test('a backend that accepts but never answers gives [SYS/TEMP] after the backend timeout', async () => {
+  const net = await import('node:net');
+  const silent = net.createServer(() => undefined);
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  const port = (silent.address() as { port: number }).port;
+  const stuck = await startProxy({ imapPort: port, backendTimeoutMs: 1000 });
+  try {
+    const c = await RawPop3.connect(stuck.port);
+    await c.command('USER alice');
+    assert.match(await c.command('PASS alice-secret', 10_000), /^-ERR \[SYS\/TEMP\] /);
+    c.destroy();
+  } finally {
+    await stuck.close();
+    silent.close();
+  }
+});
+
+test('backend connection cut mid-RETR: no final ".", nothing deleted, no flag left', async () => {
+  await dovecot.deliver('alice', `Subject: large\nMessage-ID: <large@safety>\n\n${'x'.repeat(76).concat('\n').repeat(40_000)}`);
+  const relay = await startRelay(dovecot.imapPort);
+  const cut = await startProxy({ imapPort: relay.port });
+  try {
+    const c = await login(cut.port);
+    assert.match(await c.command('DELE 1'), /^\+OK/);
+    // Halfway through the 3 MB message, past the proxy's first fetch window.
+    relay.cutAfter(1_600_000);
+    c.send('RETR 6');
+    await c.waitClose(30_000);
+    const received = c.received();
+    assert.ok(received.length > 500_000, `part of the message arrived (${received.length} bytes)`);
+    assert.equal(received.subarray(-5).toString('latin1') === '\r\n.\r\n', false, 'no terminator after a cut');
+    await settled(cut);
+  } finally {
+    await cut.close();
+    await relay.close();
+  }
+  const state = await storeState();
+  assert.equal(state.length, 6);
+  assert.equal(anyFlagged(state), false, 'the flag from DELE was taken back over a new connection');
+});
+
+test('backend connection cut after DELE: the session ends, nothing deleted, no flag left', async () => {
+  const relay = await startRelay(dovecot.imapPort);
+  const cut = await startProxy({ imapPort: relay.port });
+  try {
+    const c = await login(cut.port);
+    await c.command('DELE 2');
+    relay.cutAll();
+    const reply = await c.command('QUIT', 30_000);
+    assert.match(reply, /^-ERR \[SYS\/TEMP\] /);
+    await c.waitClose();
+    await settled(cut);
+  } finally {
+    await cut.close();
+    await relay.close();
+  }
+  const state = await storeState();
+  assert.equal(state.length, 5);
+  assert.equal(anyFlagged(state), false);
+});
