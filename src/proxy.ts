@@ -15,6 +15,9 @@ export const IMPLEMENTATION = 'pop3-imap-proxy';
 /** FETCH window when streaming a message: large enough for few round trips, small enough to stream. */
 const DOWNLOAD_CHUNK = 1024 * 1024;
 
+/** UIDs and sizes kept between sessions, over all mailboxes: 12 octets each, about 24 MB in all. */
+const SNAPSHOT_CACHE_MESSAGES = 2_000_000;
+
 export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegistry = new MemoryLockRegistry()): Pop3Server {
   const provider = new ImapMaildropProvider(
     {
@@ -22,6 +25,7 @@ export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegi
       timeoutMs: config.backendTimeoutMs,
       uidl: compileUidlFormat(config.uidlFormat),
       chunkSize: DOWNLOAD_CHUNK,
+      cacheMessages: SNAPSHOT_CACHE_MESSAGES,
     },
     logger,
   );

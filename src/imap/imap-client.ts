@@ -80,7 +80,15 @@ function imapLogger(logger: Logger): NonNullable<ImapFlowOptions['logger']> {
     const { msg, ...rest } = (entry ?? {}) as { msg?: string } & Record<string, unknown>;
     logger.debug(`imap: ${msg ?? ''}`, { imap: scrub(rest) });
   };
-  return { debug: forward, info: forward, warn: forward, error: forward };
+  return {
+    debug: forward,
+    info: forward,
+    warn: forward,
+    error: forward,
+    // Lets imapflow skip serializing every response for a log line nobody reads. Its 'trace'
+    // level (every FETCH response) is never wanted: it would drown the protocol trace.
+    isLevelEnabled: (level: string) => level !== 'trace' && logger.isDebugEnabled(),
+  } as NonNullable<ImapFlowOptions['logger']>;
 }
 
 /** Keeps only the fields worth reading from imapflow's entries (no raw payloads). */

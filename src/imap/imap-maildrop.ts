@@ -4,12 +4,15 @@
  * once and taken back on every end but a successful commit; commit removes exactly the UIDs
  * it is given (UID EXPUNGE), never other messages that carry \Deleted.
  */
-import type { Readable } from 'node:stream';
-import type { ImapFlow } from 'imapflow';
+import { Readable } from 'node:stream';
+import type { ImapFlow, SearchObject } from 'imapflow';
 import type { Logger } from 'winston';
 import { MaildropError } from '../maildrop/errors.js';
 import type { Credentials, Maildrop, MaildropProvider, MessageEntry } from '../maildrop/maildrop.js';
 import { connectImap, withTimeout, type ImapSettings } from './imap-client.js';
+import { ReadAhead } from './read-ahead.js';
+import { sameFlags, sameMessages, SnapshotCache, type CachedMailbox, type MailboxState } from './snapshot-cache.js';
+import { parseUidSet, uidSet } from './uid-set.js';
 import type { UidlFormatter } from './uidl-format.js';
 
 const DELETED = '\\Deleted';
@@ -18,17 +21,23 @@ export interface ImapBackendOptions extends ImapSettings {
   readonly uidl: UidlFormatter;
   /** Bytes asked for per FETCH while streaming a message. */
   readonly chunkSize: number;
+  /** Messages whose UID and size are kept between sessions, over all mailboxes. */
+  readonly cacheMessages: number;
 }
 
 export class ImapMaildropProvider implements MaildropProvider {
+  private readonly cache: SnapshotCache;
+
   constructor(
     private readonly options: ImapBackendOptions,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.cache = new SnapshotCache(options.cacheMessages);
+  }
 
   async authenticate(credentials: Credentials): Promise<Maildrop> {
     const client = await connectImap(this.options, credentials, this.logger);
-    return new ImapMaildrop(client, credentials, this.options, this.logger);
+    return new ImapMaildrop(client, credentials, this.options, this.cache, this.logger);
   }
 }
 
@@ -39,6 +48,7 @@ interface SnapshotEntry extends MessageEntry {
 export class ImapMaildrop implements Maildrop {
   readonly mailboxKey: string;
   private snapshot: SnapshotEntry[] = [];
+  private readAhead: ReadAhead | undefined;
   /** UIDs this session flagged \Deleted that did not carry the flag before: ours to undo. */
   private readonly flaggedByUs = new Set<number>();
   /** UIDs that already carried \Deleted when the snapshot was taken. */
@@ -49,6 +59,7 @@ export class ImapMaildrop implements Maildrop {
     private readonly client: ImapFlow,
     private readonly credentials: Credentials,
     private readonly options: ImapBackendOptions,
+    private readonly cache: SnapshotCache,
     private readonly logger: Logger,
   ) {
     const user = credentials.user.trim().toLowerCase();
@@ -58,24 +69,99 @@ export class ImapMaildrop implements Maildrop {
   async open(): Promise<readonly MessageEntry[]> {
     const mailbox = await this.step('opening the mailbox', () => this.client.mailboxOpen(this.options.mailbox, { readOnly: false }));
     if (mailbox.readOnly) throw new MaildropError('permanent', `mailbox ${this.options.mailbox} is read-only`);
+    const state: MailboxState = {
+      uidValidity: BigInt(mailbox.uidValidity),
+      uidNext: mailbox.uidNext,
+      exists: mailbox.exists,
+      highestModseq: mailbox.highestModseq,
+    };
+    const listing = await this.listing(state);
+    this.cache.set(this.mailboxKey, listing);
     const uidValidity = Number(mailbox.uidValidity);
-    if (mailbox.exists === 0) return (this.snapshot = []);
-    const messages = await this.step('listing messages', () =>
-      this.client.fetchAll('1:*', { uid: true, size: true, flags: true }),
-    );
     const entries: SnapshotEntry[] = [];
-    for (const m of messages) {
-      if (m.uid === undefined || m.size === undefined) continue;
-      if (m.flags?.has(DELETED)) this.flaggedBefore.add(m.uid);
-      entries.push({ uid: m.uid, size: m.size, uidl: this.options.uidl(m.uid, uidValidity) });
-    }
-    entries.sort((a, b) => a.uid - b.uid);
+    listing.uids.forEach((uid, i) => {
+      if (listing.deleted.has(uid)) this.flaggedBefore.add(uid);
+      entries.push({ uid, size: listing.sizes[i]!, uidl: this.options.uidl(uid, uidValidity) });
+    });
     this.snapshot = entries;
+    this.readAhead = new ReadAhead(this.client, entries, (index) => this.flaggedByUs.has(entries[index]!.uid));
     return entries;
+  }
+
+  /**
+   * UIDs, sizes and \Deleted flags of the mailbox. What the cache holds from an earlier session
+   * is reused as far as the mailbox state proves it unchanged; only the sizes of new messages
+   * are fetched.
+   */
+  private async listing(state: MailboxState): Promise<CachedMailbox> {
+    if (state.exists === 0) return { state, uids: new Uint32Array(0), sizes: new Float64Array(0), deleted: new Set() };
+    const cached = this.cache.get(this.mailboxKey);
+    if (cached === undefined || cached.state.uidValidity !== state.uidValidity) return this.fetchListing(state);
+    const uids = sameMessages(cached.state, state) ? cached.uids : await this.searchUids({ all: true }, 'listing messages');
+    const deleted = sameFlags(cached.state, state) ? cached.deleted : new Set(await this.searchUids({ deleted: true }, 'listing \\Deleted messages'));
+    const sizes = await this.sizesOf(uids, cached);
+    const present = uids.filter((_, i) => !Number.isNaN(sizes[i]));
+    if (present.length === uids.length) return { state, uids, sizes, deleted };
+    // Expunged between the search and the fetch: not part of this session.
+    return { state, uids: present, sizes: sizes.filter((size) => !Number.isNaN(size)), deleted };
+  }
+
+  /** Everything from the server: UID, size and flags of every message. */
+  private async fetchListing(state: MailboxState): Promise<CachedMailbox> {
+    const messages = await this.step('listing messages', () => this.client.fetchAll('1:*', { uid: true, size: true, flags: true }));
+    const known = messages.filter((m) => m.uid !== undefined && m.size !== undefined).sort((a, b) => a.uid - b.uid);
+    return {
+      state,
+      uids: Uint32Array.from(known, (m) => m.uid),
+      sizes: Float64Array.from(known, (m) => m.size!),
+      deleted: new Set(known.filter((m) => m.flags?.has(DELETED)).map((m) => m.uid)),
+    };
+  }
+
+  /** Sizes of these UIDs, from the cache where it has them; NaN for a UID that no longer exists. */
+  private async sizesOf(uids: Uint32Array, cached: CachedMailbox): Promise<Float64Array> {
+    const sizes = new Float64Array(uids.length).fill(Number.NaN);
+    const missing: number[] = [];
+    let j = 0;
+    uids.forEach((uid, i) => {
+      while (j < cached.uids.length && cached.uids[j]! < uid) j++;
+      if (cached.uids[j] === uid) sizes[i] = cached.sizes[j]!;
+      else missing.push(i);
+    });
+    if (missing.length === 0) return sizes;
+    const set = uidSet(missing.map((i) => uids[i]!));
+    const fetched = await this.step('listing new messages', () => this.client.fetchAll(set, { uid: true, size: true }, { uid: true }));
+    const byUid = new Map(fetched.map((m) => [m.uid, m.size]));
+    for (const i of missing) sizes[i] = byUid.get(uids[i]!) ?? Number.NaN;
+    return sizes;
+  }
+
+  /** UIDs matching a search, ascending; compact ESEARCH answers where the server offers them. */
+  private async searchUids(query: SearchObject, what: string): Promise<Uint32Array> {
+    if (this.client.capabilities.has('ESEARCH')) {
+      const result = await this.step(what, () => this.client.search(query, { uid: true, returnOptions: ['ALL'] }));
+      if (result === false || result === undefined) throw this.commandFailed(what);
+      return Array.isArray(result) ? Uint32Array.from(result).sort() : parseUidSet(result.all ?? '');
+    }
+    const result = await this.step(what, () => this.client.search(query, { uid: true }));
+    if (result === false || result === undefined) throw this.commandFailed(what);
+    return Uint32Array.from(result).sort();
   }
 
   async read(index: number): Promise<Readable> {
     const uid = this.uidOf(index);
+    const readAhead = this.readAhead!;
+    if (!readAhead.handles(index)) {
+      readAhead.passed(index);
+      return this.stream(uid);
+    }
+    const body = await this.step(`fetching message UID ${uid}`, () => readAhead.take(index));
+    if (body === undefined) throw new MaildropError('gone', `message UID ${uid} no longer exists`);
+    return Readable.from([body]);
+  }
+
+  /** A large message, fetched in windows as the client takes it: never held whole. */
+  private async stream(uid: number): Promise<Readable> {
     const download = await this.step(`fetching message UID ${uid}`, () =>
       this.client.download(String(uid), undefined, { uid: true, chunkSize: this.options.chunkSize }),
     );
@@ -85,6 +171,7 @@ export class ImapMaildrop implements Maildrop {
 
   async markDeleted(index: number): Promise<void> {
     const uid = this.uidOf(index);
+    this.readAhead?.forget(index);
     // Recorded before the STORE is sent, so an abandon racing with it still takes it back.
     if (!this.flaggedBefore.has(uid)) this.flaggedByUs.add(uid);
     const done = await this.step(`flagging UID ${uid}`, () => this.client.messageFlagsAdd(String(uid), [DELETED], { uid: true }));
@@ -201,17 +288,4 @@ export class ImapMaildrop implements Maildrop {
     if (!entry) throw new RangeError(`message index ${index} is outside the snapshot`);
     return entry.uid;
   }
-}
-
-/** An IMAP sequence set of UIDs, with runs folded ("3:7,9"). */
-export function uidSet(uids: readonly number[]): string {
-  const sorted = [...uids].sort((a, b) => a - b);
-  const ranges: string[] = [];
-  for (let i = 0; i < sorted.length; ) {
-    let j = i;
-    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
-    ranges.push(i === j ? String(sorted[i]) : `${sorted[i]}:${sorted[j]}`);
-    i = j + 1;
-  }
-  return ranges.join(',');
 }

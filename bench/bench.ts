@@ -1,0 +1,208 @@
+/**
+ * Benchmark of the proxy against Dovecot's own POP3 on the same Maildir store, with a direct
+ * IMAP client as the ceiling of the IMAP side. Usage:
+ *
+ *   npm run bench [-- --quick] [-- --only W1,W3]
+ *
+ * Progress goes to stderr; the result table and one `BENCH_JSON {...}` line go to stdout.
+ */
+import { readFileSync } from 'node:fs';
+import { mimeMessage } from '../test/support/corpus.js';
+import { startDovecot, type Dovecot, type TestUser } from '../test/support/dovecot.js';
+import { installSignalHandlers, onCleanup, runCleanups } from './cleanup.js';
+import { supportsPipelining } from './fast-pop3.js';
+import { crlfSize, fillMaildir } from './mailstore.js';
+import { formatTable, type Row } from './report.js';
+import { idle, w1, w2, w3, w4, type BenchConfig, type BenchContext, type Mailbox, type WorkloadOutcome } from './workloads.js';
+
+const WORKLOADS = ['W1', 'W2', 'W3', 'W4', 'idle'] as const;
+type WorkloadName = (typeof WORKLOADS)[number];
+
+/** Commands in flight at once when the server announces PIPELINING. */
+const PIPELINE_WINDOW = 64;
+
+const SIZES = {
+  w1: { messages: 1000, bytes: 50_000 },
+  w2: { messages: 20_000, bytes: 2_000 },
+  w3: { bytes: 100 * 1024 * 1024 },
+  w4: { users: 200, messages: 20, bytes: 20_000 },
+  idle: { users: 1000, bytes: 2_000 },
+};
+
+const FULL: BenchConfig = { quick: false, reps: 5, w2SessionsPerRound: 3, idleSessions: SIZES.idle.users, idleRounds: 3 };
+const QUICK: BenchConfig = { quick: true, reps: 3, w2SessionsPerRound: 1, idleSessions: SIZES.idle.users, idleRounds: 1 };
+
+/**
+ * Dovecot's limits raised for the bench: up to 1000 idle sessions at once (each one a POP3 or
+ * an IMAP process) and 200 logins in parallel. POP3 does not set \Seen on retrieved messages,
+ * like the proxy, which fetches with BODY.PEEK; otherwise only the native side would rename
+ * every message file at QUIT.
+ */
+const DOVECOT_CONFIG = [
+  'default_process_limit = 1500',
+  'default_client_limit = 4000',
+  'default_vsz_limit = 1G',
+  'mail_max_userip_connections = 2000',
+  'pop3_no_flag_updates = yes',
+  ...['imap', 'pop3', 'imap-login', 'pop3-login'].flatMap((s) => [`service ${s} {`, '  process_limit = 1500', '}']),
+].join('\n');
+
+const startedAt = performance.now();
+
+function progress(message: string): void {
+  const seconds = ((performance.now() - startedAt) / 1000).toFixed(1).padStart(6);
+  process.stderr.write(`[${seconds} s] ${message}\n`);
+}
+
+function parseArgs(argv: string[]): { config: BenchConfig; only: Set<WorkloadName> } {
+  let config = FULL;
+  let only = new Set<WorkloadName>(WORKLOADS);
+  for (const arg of argv) {
+    if (arg === '--quick') {
+      config = QUICK;
+    } else if (arg.startsWith('--only=')) {
+      const names = arg.slice('--only='.length).split(',');
+      const unknown = names.filter((n) => !(WORKLOADS as readonly string[]).includes(n));
+      if (unknown.length > 0) throw new Error(`unknown workload(s) ${unknown.join(', ')}; known: ${WORKLOADS.join(', ')}`);
+      only = new Set(names as WorkloadName[]);
+    } else {
+      throw new Error(`unknown argument ${arg}; usage: bench.js [--quick] [--only=${WORKLOADS.join(',')}]`);
+    }
+  }
+  return { config, only };
+}
+
+/** The soft limit on open files: 1000 idle sessions need 1000 sockets here and 2000 in the proxy. */
+function checkFileLimit(): void {
+  const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'latin1'));
+  const limit = m?.[1] === 'unlimited' ? Infinity : Number(m?.[1] ?? 0);
+  if (limit < 4096) progress(`warning: open file limit is ${limit}; the idle workload needs about 3000 (raise it with ulimit -n)`);
+}
+
+const user = (name: string): TestUser => ({ name, password: `${name}-secret` });
+
+interface Users {
+  w1: TestUser;
+  w2: TestUser;
+  w3: TestUser;
+  w4: TestUser[];
+  idle: TestUser[];
+}
+
+function benchUsers(): Users {
+  return {
+    w1: user('w1'),
+    w2: user('w2'),
+    w3: user('w3'),
+    w4: Array.from({ length: SIZES.w4.users }, (_, i) => user(`w4-${i}`)),
+    idle: Array.from({ length: SIZES.idle.users }, (_, i) => user(`idle-${i}`)),
+  };
+}
+
+/** Writes `count` messages made by `make` and returns the mailbox with its CRLF size. */
+async function fill(d: Dovecot, u: TestUser, count: number, make: (i: number) => Buffer): Promise<Mailbox> {
+  let octets = 0;
+  await fillMaildir(d, u.name, count, (i) => {
+    const data = make(i);
+    octets += crlfSize(data);
+    return data;
+  });
+  return { user: u, messages: count, octets };
+}
+
+/** Fills the Maildirs the selected workloads need. */
+async function fillStore(d: Dovecot, users: Users, only: Set<WorkloadName>): Promise<Record<WorkloadName, Mailbox[]>> {
+  const boxes: Record<WorkloadName, Mailbox[]> = { W1: [], W2: [], W3: [], W4: [], idle: [] };
+  if (only.has('W1')) boxes.W1.push(await fill(d, users.w1, SIZES.w1.messages, (i) => mimeMessage(i, SIZES.w1.bytes)));
+  if (only.has('W2')) boxes.W2.push(await fill(d, users.w2, SIZES.w2.messages, (i) => mimeMessage(i, SIZES.w2.bytes)));
+  if (only.has('W3')) boxes.W3.push(await fill(d, users.w3, 1, (i) => mimeMessage(i, SIZES.w3.bytes)));
+  if (only.has('W4')) {
+    // Every W4 user gets the same messages: built once, written many times.
+    const messages = Array.from({ length: SIZES.w4.messages }, (_, i) => mimeMessage(i, SIZES.w4.bytes));
+    for (const u of users.w4) boxes.W4.push(await fill(d, u, messages.length, (i) => messages[i] as Buffer));
+  }
+  if (only.has('idle')) {
+    const message = mimeMessage(0, SIZES.idle.bytes);
+    for (const u of users.idle) boxes.idle.push(await fill(d, u, 1, () => message));
+  }
+  return boxes;
+}
+
+async function runWorkload(name: WorkloadName, ctx: BenchContext, boxes: Mailbox[]): Promise<WorkloadOutcome> {
+  const first = boxes[0] as Mailbox;
+  switch (name) {
+    case 'W1':
+      return w1(ctx, first);
+    case 'W2':
+      return w2(ctx, first);
+    case 'W3':
+      return w3(ctx, first);
+    case 'W4':
+      return w4(ctx, boxes);
+    case 'idle':
+      return idle(ctx, boxes);
+  }
+}
+
+async function main(): Promise<number> {
+  const { config, only } = parseArgs(process.argv.slice(2));
+  installSignalHandlers();
+  checkFileLimit();
+  const users = benchUsers();
+  const all = [users.w1, users.w2, users.w3, ...users.w4, ...users.idle];
+  progress(`starting Dovecot with ${all.length} users (${config.quick ? 'quick' : 'full'} run: ${[...only].join(', ')})`);
+  const dovecot = await startDovecot({ users: all, extraConfig: DOVECOT_CONFIG });
+  onCleanup(() => dovecot.stop());
+  progress(`Dovecot: IMAP ${dovecot.imapPort}, POP3 ${dovecot.pop3Port}; writing the Maildirs`);
+  const boxes = await fillStore(dovecot, users, only);
+  const nativeWindow = (await supportsPipelining(dovecot.pop3Port)) ? PIPELINE_WINDOW : 1;
+  progress(`Maildirs written; Dovecot POP3 pipelining window ${nativeWindow}`);
+
+  const ctx: BenchContext = { dovecot, config, nativeWindow, window: PIPELINE_WINDOW, progress };
+  const rows: Row[] = [];
+  const results: Record<string, unknown> = {};
+  let failures = 0;
+  for (const name of WORKLOADS) {
+    if (!only.has(name)) continue;
+    const started = performance.now();
+    try {
+      const outcome = await runWorkload(name, ctx, boxes[name]);
+      rows.push(...outcome.rows);
+      results[name] = { ...outcome.json, seconds: (performance.now() - started) / 1000 };
+    } catch (err) {
+      failures += 1;
+      const message = (err as Error).stack ?? String(err);
+      progress(`${name} failed: ${message}`);
+      rows.push({ workload: name, metric: '-', target: '-', pass: false, note: `failed: ${(err as Error).message.split('\n')[0]}` });
+      results[name] = { error: (err as Error).message };
+    }
+  }
+
+  process.stdout.write(`\n${formatTable(rows)}\n\n`);
+  const summary = {
+    quick: config.quick,
+    reps: config.reps,
+    sizes: SIZES,
+    pipelineWindow: { native: nativeWindow, proxy: PIPELINE_WINDOW },
+    totalSeconds: (performance.now() - startedAt) / 1000,
+    pass: rows.every((r) => r.pass !== false),
+    rows,
+    workloads: results,
+  };
+  process.stdout.write(`BENCH_JSON ${JSON.stringify(summary)}\n`);
+  return failures === 0 ? 0 : 1;
+}
+
+main()
+  .then(
+    async (status) => {
+      await runCleanups();
+      progress('done');
+      process.exit(status);
+    },
+    async (err: unknown) => {
+      progress(`benchmark failed: ${(err as Error).stack ?? String(err)}`);
+      await runCleanups();
+      process.exit(1);
+    },
+  );

@@ -1,0 +1,121 @@
+/**
+ * Reading small messages ahead of the client. POP3 clients walk the maildrop in order, and one
+ * FETCH per message costs a round trip and imapflow's per-command work each time; a FETCH of
+ * many messages at once costs that once. So when reads come in order, the next small messages
+ * are fetched together, ahead of time, within a byte budget that bounds the memory a session
+ * can hold. Large messages are never fetched here: they are streamed in windows by the caller.
+ */
+import type { ImapFlow } from 'imapflow';
+import { uidSet } from './uid-set.js';
+
+/** Messages up to this size may be held whole in memory while waiting to be read. */
+export const SMALL_MESSAGE = 256 * 1024;
+/** Bytes fetched ahead of the client per session. */
+const AHEAD_BYTES = 2 * 1024 * 1024;
+/** Messages per FETCH, so that a mailbox of tiny messages does not build huge commands. */
+const AHEAD_MESSAGES = 500;
+
+export interface ReadAheadMessage {
+  readonly uid: number;
+  readonly size: number;
+}
+
+interface Pending {
+  readonly body: Promise<Buffer | undefined>;
+  readonly size: number;
+}
+
+export class ReadAhead {
+  private readonly pending = new Map<number, Pending>();
+  /** Bytes requested and not yet taken. */
+  private aheadBytes = 0;
+  /** The first index not yet requested. */
+  private next = 0;
+  /** The index read last, to tell a walk in order from a jump. */
+  private last = -2;
+
+  constructor(
+    private readonly client: ImapFlow,
+    private readonly messages: readonly ReadAheadMessage[],
+    /** Messages the client can no longer read (deleted in this session). */
+    private readonly skip: (index: number) => boolean,
+  ) {}
+
+  /** Whether `index` is small enough to be read through here. */
+  handles(index: number): boolean {
+    return this.messages[index]!.size <= SMALL_MESSAGE;
+  }
+
+  /** The whole message, or undefined if the server no longer has it. */
+  take(index: number): Promise<Buffer | undefined> {
+    const inOrder = index === this.last + 1;
+    this.last = index;
+    if (!this.pending.has(index)) {
+      this.forgetAll();
+      this.request(index, inOrder ? AHEAD_BYTES : 0);
+    }
+    const taken = this.pending.get(index)!;
+    this.pending.delete(index);
+    this.aheadBytes -= taken.size;
+    // Ask for more while half the budget is still in hand, so that the client never waits.
+    if (inOrder && this.aheadBytes < AHEAD_BYTES / 2) this.request(this.next, AHEAD_BYTES - this.aheadBytes);
+    return taken.body;
+  }
+
+  /** Notes a read that did not go through here (a large message) as the walk's position. */
+  passed(index: number): void {
+    if (index !== this.last + 1) this.forgetAll();
+    this.last = index;
+    this.next = Math.max(this.next, index + 1);
+  }
+
+  /** Drops what was fetched for a message the client can no longer read. */
+  forget(index: number): void {
+    const dropped = this.pending.get(index);
+    if (dropped === undefined) return;
+    this.pending.delete(index);
+    this.aheadBytes -= dropped.size;
+  }
+
+  private forgetAll(): void {
+    this.pending.clear();
+    this.aheadBytes = 0;
+  }
+
+  /** Starts one FETCH for the small messages from `from` on, up to `budget` bytes (at least one). */
+  private request(from: number, budget: number): void {
+    const batch = new Map<number, { index: number; resolve: (body: Buffer | undefined) => void; reject: (err: unknown) => void }>();
+    let bytes = 0;
+    let index = from;
+    for (; index < this.messages.length && batch.size < AHEAD_MESSAGES; index++) {
+      if (this.skip(index)) continue;
+      const { uid, size } = this.messages[index]!;
+      if (size > SMALL_MESSAGE || (batch.size > 0 && bytes + size > budget)) break;
+      let settle!: { resolve: (body: Buffer | undefined) => void; reject: (err: unknown) => void };
+      const body = new Promise<Buffer | undefined>((resolve, reject) => (settle = { resolve, reject }));
+      // A message fetched ahead may never be taken: its failure must not go unhandled.
+      body.catch(() => undefined);
+      this.pending.set(index, { body, size });
+      batch.set(uid, { index, ...settle });
+      bytes += size;
+    }
+    if (batch.size === 0) return;
+    this.next = index;
+    this.aheadBytes += bytes;
+    void this.fetch(batch);
+  }
+
+  private async fetch(batch: Map<number, { resolve: (body: Buffer | undefined) => void; reject: (err: unknown) => void }>): Promise<void> {
+    try {
+      const uids = uidSet([...batch.keys()]);
+      // Nothing else is awaited inside the loop: imapflow runs no other command until it ends.
+      for await (const message of this.client.fetch(uids, { uid: true, source: true }, { uid: true })) {
+        batch.get(message.uid)?.resolve(message.source);
+        batch.delete(message.uid);
+      }
+      for (const waiting of batch.values()) waiting.resolve(undefined);
+    } catch (err) {
+      for (const waiting of batch.values()) waiting.reject(err);
+    }
+  }
+}
