@@ -110,7 +110,8 @@ export class ReadAhead {
       const uids = uidSet([...batch.keys()]);
       // Nothing else is awaited inside the loop: imapflow runs no other command until it ends.
       for await (const message of this.client.fetch(uids, { uid: true, source: true }, { uid: true })) {
-        batch.get(message.uid)?.resolve(message.source);
+        // A message expunged under this session may come back without a body (BODY[] NIL).
+        batch.get(message.uid)?.resolve(Buffer.isBuffer(message.source) ? message.source : undefined);
         batch.delete(message.uid);
       }
       for (const waiting of batch.values()) waiting.resolve(undefined);
