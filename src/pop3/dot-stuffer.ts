@@ -19,28 +19,43 @@ export class DotStuffer {
   private held: Buffer | undefined;
   private endsWithLf = true;
 
-  /** Takes the next chunk of the message; returns stuffed bytes that are ready to send. */
-  push(chunk: Buffer): Buffer | undefined {
-    if (chunk.length === 0) return undefined;
+  /**
+   * Takes the next chunk of the message; returns the stuffed bytes that are ready to send, as
+   * pieces to be written together (joining them would copy every message once more).
+   */
+  push(chunk: Buffer): Buffer[] {
+    if (chunk.length === 0) return [];
     const pieces = this.stuff(chunk);
     if (this.held) pieces.unshift(this.held);
-    const out = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
     this.endsWithLf = chunk[chunk.length - 1] === LF;
-    const keep = Math.min(HELD_TAIL, out.length);
-    // A copy, so that the small tail does not pin a large chunk in memory.
-    this.held = Buffer.from(out.subarray(out.length - keep));
-    return out.length > keep ? out.subarray(0, out.length - keep) : undefined;
+    this.held = this.holdTail(pieces);
+    return pieces;
   }
 
   /**
-   * The held-back data and the terminating line. A message that does not end with a line end
+   * The held-back bytes and the terminating line. A message that does not end with a line end
    * gets CRLF first, as Dovecot's POP3 does, so that the '.' stands on a line of its own.
    */
-  finish(): Buffer {
+  finish(): Buffer[] {
     const terminator = this.endsWithLf ? TERMINATOR : CRLF_TERMINATOR;
-    const out = this.held ? Buffer.concat([this.held, terminator]) : terminator;
+    const out = this.held ? [this.held, terminator] : [terminator];
     this.held = undefined;
     return out;
+  }
+
+  /** Cuts the last HELD_TAIL bytes off the pieces (in place) and returns them as a copy. */
+  private holdTail(pieces: Buffer[]): Buffer {
+    const tail: Buffer[] = [];
+    let missing = HELD_TAIL;
+    while (missing > 0 && pieces.length > 0) {
+      const last = pieces.pop()!;
+      const cut = Math.max(0, last.length - missing);
+      tail.unshift(last.subarray(cut));
+      missing -= last.length - cut;
+      if (cut > 0) pieces.push(last.subarray(0, cut));
+    }
+    // A copy, so that the small tail does not pin a large chunk in memory.
+    return Buffer.concat(tail);
   }
 
   /** The chunk with the dots that begin lines doubled, as pieces to be joined. */

@@ -25,8 +25,11 @@ export type EndReason =
 
 /** The connection as the session sees it. */
 export interface SessionIO {
-  /** Writes bytes; resolves once the client can take more. Rejects when the client is gone. */
-  send(data: Buffer): Promise<void>;
+  /**
+   * Writes bytes (pieces are written together, in order); resolves once the client can take
+   * more. Rejects when the client is gone.
+   */
+  send(data: Buffer | readonly Buffer[]): Promise<void>;
   /** Closes the connection after what was written (normal end). */
   close(): void;
   /** Drops the connection at once: nothing more reaches the client. */

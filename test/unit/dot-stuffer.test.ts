@@ -6,10 +6,9 @@ function stuffAll(chunks: string[]): string {
   const s = new DotStuffer();
   const out: Buffer[] = [];
   for (const c of chunks) {
-    const ready = s.push(Buffer.from(c, 'latin1'));
-    if (ready) out.push(ready);
+    out.push(...s.push(Buffer.from(c, 'latin1')));
   }
-  out.push(s.finish());
+  out.push(...s.finish());
   return Buffer.concat(out).toString('latin1');
 }
 
@@ -33,23 +32,24 @@ test('a message without a final line end gets CRLF before the terminator', () =>
 
 test('data is passed on at once; only the final line end waits for the terminator', () => {
   const s = new DotStuffer();
-  assert.equal(s.push(Buffer.from('one\r\n'))!.toString(), 'one');
-  assert.equal(s.push(Buffer.from('two\r\n'))!.toString(), '\r\ntwo');
-  assert.equal(s.push(Buffer.from('x'))!.toString(), '\r');
-  assert.equal(s.finish().toString(), '\nx\r\n.\r\n');
+  const text = (pieces: Buffer[]) => Buffer.concat(pieces).toString();
+  assert.equal(text(s.push(Buffer.from('one\r\n'))), 'one');
+  assert.equal(text(s.push(Buffer.from('two\r\n'))), '\r\ntwo');
+  assert.equal(text(s.push(Buffer.from('x'))), '\r');
+  assert.equal(text(s.finish()), '\nx\r\n.\r\n');
 });
 
-test('the final CRLF and the terminator leave in one buffer, however the data was chunked', () => {
-  for (const chunks of [['a\r\n'], ['a\r', '\n'], ['a', '\r', '\n'], ['a\r\n', '.']]) {
+test('the final CRLF and the terminator leave together, however the data was chunked', () => {
+  for (const chunks of [['a\r\n'], ['a\r', '\n'], ['a', '\r', '\n'], ['a\r\n', '.'], ['a\r\n', '..', '\r\n']]) {
     const s = new DotStuffer();
     for (const c of chunks) s.push(Buffer.from(c));
-    assert.match(s.finish().toString(), /\r\n\.\r\n$/);
+    assert.match(Buffer.concat(s.finish()).toString(), /\r\n\.\r\n$/);
   }
 });
 
 test('8-bit bytes pass untouched', () => {
   const bytes = Buffer.from([0xe9, 0x0d, 0x0a, 0x2e, 0xff, 0x0d, 0x0a]);
   const s = new DotStuffer();
-  const out = Buffer.concat([s.push(bytes) ?? Buffer.alloc(0), s.finish()]);
+  const out = Buffer.concat([...s.push(bytes), ...s.finish()]);
   assert.deepEqual(out, Buffer.from([0xe9, 0x0d, 0x0a, 0x2e, 0x2e, 0xff, 0x0d, 0x0a, 0x2e, 0x0d, 0x0a]));
 });

@@ -8,6 +8,8 @@ import { TopFilter } from '../top-filter.js';
 import { args, type CommandHandler } from './command.js';
 import { messageIndex, transactionOf } from './message-arg.js';
 
+const MESSAGE_FOLLOWS = Buffer.from('+OK Message follows.\r\n');
+
 /** RETR n: the whole message, streamed and byte-stuffed. */
 export const RETR: CommandHandler = {
   states: ['transaction'],
@@ -57,16 +59,22 @@ async function deliver(session: Pop3Session, index: number, top: TopFilter | und
   }
   const stuffer = new DotStuffer();
   let octets = 0;
+  // The status line leaves with the first data: one write for most messages, not two.
+  let status: Buffer | undefined = MESSAGE_FOLLOWS;
+  const withStatus = (pieces: Buffer[]) => {
+    if (status) pieces.unshift(status);
+    status = undefined;
+    return pieces;
+  };
   try {
-    await session.io.send(Buffer.from('+OK Message follows.\r\n'));
     for await (const chunk of source as AsyncIterable<Buffer>) {
       const part = top ? top.push(chunk) : chunk;
       octets += part.length;
-      const ready = stuffer.push(part);
-      if (ready) await session.io.send(ready);
+      const ready = withStatus(stuffer.push(part));
+      if (ready.length > 0) await session.io.send(ready);
       if (top?.done) break;
     }
-    await session.io.send(stuffer.finish());
+    await session.io.send(withStatus(stuffer.finish()));
   } catch (err) {
     source.destroy();
     const clientGone = err instanceof ClientGoneError;
