@@ -4,6 +4,7 @@
  */
 import { corpus } from '../test/support/corpus.js';
 import { startDovecot } from '../test/support/dovecot.js';
+import { parseConfig } from '../src/config/options.js';
 import { createLogger } from '../src/logging/logger.js';
 import { createProxy } from '../src/proxy.js';
 
@@ -13,18 +14,13 @@ async function main(): Promise<void> {
   const dovecot = await startDovecot({ users: [{ name: 'demo', password: 'demo' }] });
   const samples = corpus().filter((m) => m.data.length < 100_000).slice(0, 5);
   for (const m of samples) await dovecot.deliver('demo', m.data);
-  const logger = createLogger({ level: 'info', format: 'text' });
-  const server = createProxy(
-    {
-      listen: { host: '127.0.0.1', port: PORT },
-      imap: { host: dovecot.host, port: dovecot.imapPort, tls: 'none', verifyTls: true, ca: undefined, mailbox: 'INBOX' },
-      idleTimeoutMs: 600_000,
-      backendTimeoutMs: 30_000,
-      uidlFormat: '%08Xu%08Xv',
-      log: { level: 'info', format: 'text' },
-    },
-    logger,
-  );
+  // The same path as the command line, so the demo runs with the product's defaults.
+  const config = await parseConfig([
+    '--imap-host', dovecot.host, '--imap-port', String(dovecot.imapPort), '--imap-tls', 'none',
+    '--host', '127.0.0.1', '--port', String(PORT),
+  ]);
+  const logger = createLogger(config!.log);
+  const server = createProxy(config!, logger);
   await server.listen();
   process.stdout.write(
     [

@@ -8,7 +8,10 @@ import { ImapMaildropProvider } from './imap/imap-maildrop.js';
 import { compileUidlFormat } from './imap/uidl-format.js';
 import type { LockRegistry } from './lock/lock-registry.js';
 import { MemoryLockRegistry } from './lock/memory-lock-registry.js';
+import { AuthThrottle } from './limits/auth-throttle.js';
+import { ConnectionLimiter } from './limits/connection-limiter.js';
 import { Pop3Server } from './pop3/server.js';
+import { TlsCredentials } from './tls/tls-credentials.js';
 
 export const IMPLEMENTATION = 'pop3-imap-proxy';
 
@@ -29,12 +32,34 @@ export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegi
     },
     logger,
   );
+  const tls = config.tls && new TlsCredentials(config.tls.certFile, config.tls.keyFile);
+  const throttle = new AuthThrottle(config.limits.authFailDelayMs);
   return new Pop3Server(
     {
       host: config.listen.host,
       port: config.listen.port,
-      limits: { maxLineLength: 512, maxOverlongLines: 3, idleTimeoutMs: config.idleTimeoutMs },
+      limits: {
+        maxLineLength: 512,
+        maxOverlongLines: 3,
+        idleTimeoutMs: config.idleTimeoutMs,
+        authTimeoutMs: config.limits.authTimeoutMs,
+      },
+      limiter: new ConnectionLimiter(config.limits),
+      tls,
+      tlsPort: config.tls?.port,
     },
-    { provider, locks, logger, implementation: IMPLEMENTATION },
+    {
+      provider,
+      locks,
+      logger,
+      implementation: IMPLEMENTATION,
+      policy: {
+        tlsAvailable: tls !== undefined,
+        allowPlaintextAuth: config.allowPlaintextAuth,
+        maxAuthFailures: config.limits.maxAuthFailures,
+        maxErrors: config.limits.maxErrors,
+        authFailed: (address) => throttle.failed(address),
+      },
+    },
   );
 }

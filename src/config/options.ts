@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import type { ImapTlsMode } from '../imap/imap-client.js';
+import { loadTlsCredentials } from '../tls/tls-credentials.js';
 import { compileUidlFormat, DEFAULT_UIDL_FORMAT } from '../imap/uidl-format.js';
 import type { LogFormat, LogLevel } from '../logging/logger.js';
 
@@ -18,11 +19,38 @@ export interface ProxyConfig {
     readonly verifyTls: boolean;
     readonly ca: Buffer | undefined;
     readonly mailbox: string;
+    /** TLS server name (SNI and certificate check) when it differs from the host. */
+    readonly servername: string | undefined;
   };
+  /** Client-side TLS: STLS on the plain port, and implicit TLS on its own port if given. */
+  readonly tls: TlsConfig | undefined;
+  /** Accept USER/PASS and AUTH PLAIN/LOGIN over unencrypted connections from other hosts. */
+  readonly allowPlaintextAuth: boolean;
+  readonly limits: AbuseLimits;
   readonly idleTimeoutMs: number;
   readonly backendTimeoutMs: number;
   readonly uidlFormat: string;
   readonly log: { readonly level: LogLevel; readonly format: LogFormat };
+}
+
+export interface TlsConfig {
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** Port for implicit TLS (RFC 8314), or undefined for STLS only. */
+  readonly port: number | undefined;
+}
+
+export interface AbuseLimits {
+  readonly maxConnections: number;
+  readonly maxConnectionsPerIp: number;
+  /** A connection must have logged in within this time. */
+  readonly authTimeoutMs: number;
+  /** Failed logins on one connection before it is closed. */
+  readonly maxAuthFailures: number;
+  /** Longest delay before a failed login's reply; it grows with the address's recent failures. */
+  readonly authFailDelayMs: number;
+  /** Protocol errors on one connection before it is closed. */
+  readonly maxErrors: number;
 }
 
 export class ConfigError extends Error {
@@ -48,12 +76,23 @@ function parser(argv: readonly string[]) {
       'imap-tls': { choices: TLS_MODES, default: 'implicit' as ImapTlsMode, describe: 'TLS to the IMAP server', group: 'Backend:' },
       'imap-tls-verify': { type: 'boolean', default: true, describe: 'Verify the IMAP server certificate (--no-imap-tls-verify to skip)', group: 'Backend:' },
       'imap-ca': { type: 'string', describe: 'PEM file with extra CA certificates for the IMAP server', group: 'Backend:' },
+      'imap-servername': { type: 'string', describe: 'TLS server name to expect from the IMAP server [default: --imap-host]', group: 'Backend:' },
       mailbox: { type: 'string', default: 'INBOX', describe: 'IMAP mailbox served as the POP3 maildrop', group: 'Backend:' },
       'backend-timeout': { type: 'number', default: 30, describe: 'Seconds to wait for any one backend step (must cover a failed-login penalty)', group: 'Backend:' },
       'uidl-format': { type: 'string', default: DEFAULT_UIDL_FORMAT, describe: 'UIDL template: %u UID, %v UIDVALIDITY (Dovecot syntax, e.g. %08Xu%08Xv)', group: 'Backend:' },
       host: { type: 'string', default: '0.0.0.0', describe: 'Address to listen on for POP3', group: 'POP3:' },
       port: { type: 'number', default: 110, describe: 'Port to listen on for POP3 (0 picks a free one)', group: 'POP3:' },
       'idle-timeout': { type: 'number', default: 600, describe: 'Seconds of client inactivity before a session is ended', group: 'POP3:' },
+      'tls-cert': { type: 'string', describe: 'PEM certificate (chain) for client TLS: enables STLS, and --tls-port', group: 'POP3 TLS:' },
+      'tls-key': { type: 'string', describe: 'PEM private key for --tls-cert', group: 'POP3 TLS:' },
+      'tls-port': { type: 'number', describe: 'Port for implicit TLS, conventionally 995 (needs --tls-cert)', group: 'POP3 TLS:' },
+      'allow-plaintext-auth': { type: 'boolean', default: false, describe: 'With TLS configured, still accept passwords over unencrypted connections from other hosts', group: 'POP3 TLS:' },
+      'max-connections': { type: 'number', default: 1000, describe: 'Client connections at once, in all', group: 'Limits:' },
+      'max-connections-per-ip': { type: 'number', default: 50, describe: 'Client connections at once from one address', group: 'Limits:' },
+      'auth-timeout': { type: 'number', default: 60, describe: 'Seconds a connection has to log in', group: 'Limits:' },
+      'max-auth-failures': { type: 'number', default: 3, describe: 'Failed logins on one connection before it is closed', group: 'Limits:' },
+      'auth-fail-delay': { type: 'number', default: 8, describe: 'Longest delay in seconds before a failed login is answered (grows per address)', group: 'Limits:' },
+      'max-errors': { type: 'number', default: 10, describe: 'Protocol errors on one connection before it is closed', group: 'Limits:' },
       'log-level': { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'Log level (debug adds protocol traces)', group: 'Logging:' },
       'log-format': { choices: LOG_FORMATS, default: 'text' as LogFormat, describe: 'Log line format', group: 'Logging:' },
     })
@@ -107,6 +146,17 @@ function validate(raw: Raw): ProxyConfig {
       verifyTls: raw['imap-tls-verify'],
       ca: raw['imap-ca'] === undefined ? undefined : readCa(raw['imap-ca']),
       mailbox: nonEmpty('--mailbox', raw.mailbox),
+      servername: raw['imap-servername'],
+    },
+    tls: tlsConfig(raw),
+    allowPlaintextAuth: raw['allow-plaintext-auth'],
+    limits: {
+      maxConnections: count('--max-connections', raw['max-connections']),
+      maxConnectionsPerIp: count('--max-connections-per-ip', raw['max-connections-per-ip']),
+      authTimeoutMs: seconds('--auth-timeout', raw['auth-timeout']),
+      maxAuthFailures: count('--max-auth-failures', raw['max-auth-failures']),
+      authFailDelayMs: seconds('--auth-fail-delay', raw['auth-fail-delay'], true),
+      maxErrors: count('--max-errors', raw['max-errors']),
     },
     idleTimeoutMs: seconds('--idle-timeout', raw['idle-timeout']),
     backendTimeoutMs: seconds('--backend-timeout', raw['backend-timeout']),
@@ -122,8 +172,33 @@ function port(flag: string, value: number, allowZero: boolean): number {
   return value;
 }
 
-function seconds(flag: string, value: number): number {
-  if (!Number.isFinite(value) || value <= 0 || value > 86400) {
+function tlsConfig(raw: Raw): TlsConfig | undefined {
+  const certFile = raw['tls-cert'];
+  const keyFile = raw['tls-key'];
+  const tlsPort = raw['tls-port'];
+  if (certFile === undefined && keyFile === undefined) {
+    if (tlsPort !== undefined) throw new ConfigError('--tls-port needs --tls-cert and --tls-key');
+    return undefined;
+  }
+  if (certFile === undefined) throw new ConfigError('--tls-key needs --tls-cert');
+  if (keyFile === undefined) throw new ConfigError('--tls-cert needs --tls-key');
+  try {
+    loadTlsCredentials(certFile, keyFile);
+  } catch (err) {
+    throw new ConfigError(`--tls-cert/--tls-key: ${(err as Error).message}`);
+  }
+  return { certFile, keyFile, port: tlsPort === undefined ? undefined : port('--tls-port', tlsPort, true) };
+}
+
+function count(flag: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1 || value > 1_000_000) {
+    throw new ConfigError(`${flag}: ${String(value)} is not a whole number between 1 and 1000000`);
+  }
+  return value;
+}
+
+function seconds(flag: string, value: number, allowZero = false): number {
+  if (!Number.isFinite(value) || value < 0 || (value === 0 && !allowZero) || value > 86400) {
     throw new ConfigError(`${flag}: ${String(value)} is not a number of seconds between 0 and 86400`);
   }
   return Math.round(value * 1000);

@@ -5,6 +5,7 @@
 import { ImapFlow, type ImapFlowOptions } from 'imapflow';
 import type { Logger } from 'winston';
 import { MaildropError } from '../maildrop/errors.js';
+import type { Credentials } from '../maildrop/maildrop.js';
 
 export type ImapTlsMode = 'implicit' | 'starttls' | 'none';
 
@@ -15,25 +16,27 @@ export interface ImapSettings {
   readonly verifyTls: boolean;
   readonly ca: Buffer | undefined;
   readonly mailbox: string;
+  readonly servername: string | undefined;
   /** Longest wait for any one backend step (connect, login, a command). */
   readonly timeoutMs: number;
 }
 
-export interface Login {
-  readonly user: string;
-  readonly password: string;
+/** Who the backend connection is for: the client's address reaches the server in IMAP ID. */
+export interface ClientAddress {
+  readonly address: string;
+  readonly port: number;
 }
 
 /** Connects and logs in; the returned client is authenticated and has an error listener. */
-export async function connectImap(settings: ImapSettings, login: Login, logger: Logger): Promise<ImapFlow> {
-  const client = new ImapFlow(clientOptions(settings, login, logger));
+export async function connectImap(settings: ImapSettings, login: Credentials, client: ClientAddress, logger: Logger): Promise<ImapFlow> {
+  const imap = new ImapFlow(clientOptions(settings, login, client, logger));
   // Without a listener, a socket error after login would crash the process.
-  client.on('error', (err: Error) => logger.debug(`IMAP connection error: ${err.message}`));
+  imap.on('error', (err: Error) => logger.debug(`IMAP connection error: ${err.message}`));
   try {
-    await withTimeout(client.connect(), settings.timeoutMs, 'IMAP login');
-    return client;
+    await withTimeout(imap.connect(), settings.timeoutMs, 'IMAP login');
+    return imap;
   } catch (err) {
-    client.close();
+    imap.close();
     throw classifyLoginError(err);
   }
 }
@@ -51,10 +54,11 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, what: stri
   }
 }
 
-function clientOptions(settings: ImapSettings, login: Login, logger: Logger): ImapFlowOptions {
+function clientOptions(settings: ImapSettings, login: Credentials, client: ClientAddress, logger: Logger): ImapFlowOptions {
   return {
     host: settings.host,
     port: settings.port,
+    ...(settings.servername ? { servername: settings.servername } : {}),
     secure: settings.tls === 'implicit',
     // 'none' must never upgrade, 'starttls' must never fall back to plaintext.
     doSTARTTLS: settings.tls === 'starttls',
@@ -63,7 +67,14 @@ function clientOptions(settings: ImapSettings, login: Login, logger: Logger): Im
       minVersion: 'TLSv1.2',
       ...(settings.ca ? { ca: settings.ca } : {}),
     },
-    auth: { user: login.user, pass: login.password },
+    auth: 'password' in login ? { user: login.user, pass: login.password } : { user: login.user, accessToken: login.accessToken },
+    // Sent in IMAP ID before login (RFC 2971): a server that trusts this proxy (Dovecot's
+    // login_trusted_networks) then logs, and rate-limits, the real client instead of us.
+    clientInfo: {
+      name: 'pop3-imap-proxy',
+      'x-originating-ip': client.address,
+      'x-originating-port': String(client.port),
+    },
     logger: imapLogger(logger),
     disableAutoIdle: true,
     // Dovecot answers a failed login only after its penalty delay; do not give up before.
@@ -108,6 +119,8 @@ const TLS_CODE = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|ERR_SSL/;
 
 interface ImapError {
   authenticationFailed?: boolean;
+  /** TLS could not be had: a failed handshake, or STARTTLS required and not offered. */
+  tlsFailed?: boolean;
   serverResponseCode?: string;
   code?: string;
   message?: string;
@@ -121,6 +134,6 @@ function classifyLoginError(err: unknown): MaildropError {
   if (TEMPORARY_CODES.has(code)) return new MaildropError('temporary', `backend refused login for now (${code})`, { cause: err });
   if (PERMANENT_CODES.has(code)) return new MaildropError('permanent', `backend refused login (${code})`, { cause: err });
   if (e.authenticationFailed) return new MaildropError('credentials', 'credentials rejected by the backend', { cause: err });
-  if (e.code && TLS_CODE.test(e.code)) return new MaildropError('permanent', `TLS with the backend failed: ${message}`, { cause: err });
+  if (e.tlsFailed || (e.code && TLS_CODE.test(e.code))) return new MaildropError('permanent', `TLS with the backend failed: ${message}`, { cause: err });
   return new MaildropError('temporary', `backend unreachable: ${message}`, { cause: err, fatal: true });
 }

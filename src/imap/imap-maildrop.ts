@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import type { ImapFlow, SearchObject } from 'imapflow';
 import type { Logger } from 'winston';
 import { MaildropError } from '../maildrop/errors.js';
-import type { Credentials, Maildrop, MaildropProvider, MessageEntry } from '../maildrop/maildrop.js';
+import type { ClientInfo, Credentials, Maildrop, MaildropProvider, MessageEntry } from '../maildrop/maildrop.js';
 import { connectImap, withTimeout, type ImapSettings } from './imap-client.js';
 import { ReadAhead } from './read-ahead.js';
 import { sameFlags, sameMessages, SnapshotCache, type CachedMailbox, type MailboxState } from './snapshot-cache.js';
@@ -35,9 +35,9 @@ export class ImapMaildropProvider implements MaildropProvider {
     this.cache = new SnapshotCache(options.cacheMessages);
   }
 
-  async authenticate(credentials: Credentials): Promise<Maildrop> {
-    const client = await connectImap(this.options, credentials, this.logger);
-    return new ImapMaildrop(client, credentials, this.options, this.cache, this.logger);
+  async authenticate(credentials: Credentials, from: ClientInfo): Promise<Maildrop> {
+    const client = await connectImap(this.options, credentials, from, this.logger);
+    return new ImapMaildrop(client, credentials, from, this.options, this.cache, this.logger);
   }
 }
 
@@ -58,6 +58,7 @@ export class ImapMaildrop implements Maildrop {
   constructor(
     private readonly client: ImapFlow,
     private readonly credentials: Credentials,
+    private readonly from: ClientInfo,
     private readonly options: ImapBackendOptions,
     private readonly cache: SnapshotCache,
     private readonly logger: Logger,
@@ -238,7 +239,7 @@ export class ImapMaildrop implements Maildrop {
         this.logger.warn(`Restoring flags on the session connection failed, retrying on a new one: ${(err as Error).message}`);
       }
     }
-    const fresh = await connectImap(this.options, this.credentials, this.logger);
+    const fresh = await connectImap(this.options, this.credentials, this.from, this.logger);
     try {
       await withTimeout(fresh.mailboxOpen(this.options.mailbox, { readOnly: false }), this.options.timeoutMs, 'opening the mailbox');
       await this.removeFlags(fresh, uids);

@@ -4,10 +4,10 @@
  */
 import type { Readable } from 'node:stream';
 
-export interface Credentials {
-  readonly user: string;
-  readonly password: string;
-}
+/** A password, or an OAuth 2.0 bearer token the store accepts in its place (XOAUTH2, OAUTHBEARER). */
+export type Credentials =
+  | { readonly user: string; readonly password: string }
+  | { readonly user: string; readonly accessToken: string };
 
 export interface ClientInfo {
   readonly address: string;

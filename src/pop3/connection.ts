@@ -1,10 +1,13 @@
 /**
  * One client connection: reads command lines with a bounded buffer, runs them one at a time
- * in order (PIPELINING), applies backpressure both ways, and enforces the idle timeout. What
- * the commands mean is the session's business.
+ * in order (PIPELINING), applies backpressure both ways, starts TLS on STLS, and enforces the
+ * idle timeout and the authentication deadline. What the commands mean is the session's
+ * business.
  */
 import type { Socket } from 'node:net';
+import tls from 'node:tls';
 import type { Logger } from 'winston';
+import type { TlsCredentials } from '../tls/tls-credentials.js';
 import { LineReader, type LineEvent } from './line-reader.js';
 import { errLine } from './responses.js';
 import { ClientGoneError, Pop3Session, type EndReason, type SessionIO, type SessionServices } from './session.js';
@@ -16,10 +19,18 @@ export interface ConnectionLimits {
   readonly maxOverlongLines: number;
   /** Inactivity after which the session is ended. */
   readonly idleTimeoutMs: number;
+  /** Time to log in after connecting. */
+  readonly authTimeoutMs: number;
 }
 
 /** Lines read ahead of the one being answered before we stop reading from the socket. */
 const QUEUE_HIGH = 64;
+
+/**
+ * The longest line held at all: SASL responses carry OAuth tokens of several kilobytes.
+ * Command lines are held to the (much smaller) command limit when they are answered.
+ */
+const MAX_BUFFERED_LINE = 16 * 1024;
 
 /**
  * How long a closed connection waits for the client to read the last reply and close its side.
@@ -29,29 +40,42 @@ const CLOSE_LINGER_MS = 2000;
 
 export class Pop3Connection implements SessionIO {
   readonly session: Pop3Session;
-  private readonly reader: LineReader;
+  private readonly reader = new LineReader(MAX_BUFFERED_LINE);
   private readonly queue: LineEvent[] = [];
+  private socket: Socket;
+  private isSecure: boolean;
   private overlongLines = 0;
   private running: Promise<void> | undefined;
   private closing = false;
   private gone = false;
   private readonly logger: Logger;
+  /** Ends the session after idleTimeoutMs without a complete line or a reply moving. */
+  private readonly idleTimer: NodeJS.Timeout;
+  private authTimer: NodeJS.Timeout | undefined;
+  private readonly tls: TlsCredentials | undefined;
 
   constructor(
-    private readonly socket: Socket,
+    socket: Socket,
     services: SessionServices,
     private readonly limits: ConnectionLimits,
+    options: { readonly secure: boolean; readonly tls: TlsCredentials | undefined },
   ) {
+    this.socket = socket;
+    this.isSecure = options.secure;
+    this.tls = options.tls;
     this.logger = services.logger;
-    this.reader = new LineReader(limits.maxLineLength);
     const client = { address: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
     this.session = new Pop3Session(this, client, services);
     socket.setNoDelay(true);
-    socket.setTimeout(limits.idleTimeoutMs);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('timeout', () => this.onIdle());
+    this.listen(socket);
     socket.on('error', (err) => this.logger.debug(`Client connection error: ${err.message}`, this.session.logMeta()));
     socket.on('close', () => this.onClose());
+    this.idleTimer = setTimeout(() => this.onIdle(), limits.idleTimeoutMs);
+    this.authTimer = setTimeout(() => this.onAuthTimeout(), limits.authTimeoutMs);
+  }
+
+  get secure(): boolean {
+    return this.isSecure;
   }
 
   start(): void {
@@ -61,18 +85,20 @@ export class Pop3Connection implements SessionIO {
 
   send(data: Buffer | readonly Buffer[]): Promise<void> {
     if (this.gone || this.socket.destroyed) return Promise.reject(new ClientGoneError());
+    this.idleTimer.refresh();
     if (this.write(data)) return Promise.resolve();
+    const socket = this.socket;
     return new Promise((resolve, reject) => {
       const onDrain = () => {
-        this.socket.off('close', onClose);
+        socket.off('close', onClose);
         resolve();
       };
       const onClose = () => {
-        this.socket.off('drain', onDrain);
+        socket.off('drain', onDrain);
         reject(new ClientGoneError());
       };
-      this.socket.once('drain', onDrain);
-      this.socket.once('close', onClose);
+      socket.once('drain', onDrain);
+      socket.once('close', onClose);
     });
   }
 
@@ -85,6 +111,30 @@ export class Pop3Connection implements SessionIO {
     for (const piece of data) more = this.socket.write(piece);
     this.socket.uncork();
     return more;
+  }
+
+  async startTls(reply: Buffer): Promise<void> {
+    if (!this.tls || this.isSecure) throw new Error('TLS is not available on this connection');
+    const plain = this.socket;
+    // Whatever the client sent behind STLS in plaintext is dropped, never executed (RFC 2595 3.1).
+    plain.removeAllListeners('data');
+    this.queue.length = 0;
+    this.reader.reset();
+    await this.send(reply);
+    // The client starts its handshake only after reading the reply, so nothing of it has been read.
+    const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: this.tls.secureContext });
+    secure.on('error', (err) => this.logger.debug(`TLS error: ${err.message}`, this.session.logMeta()));
+    secure.once('secure', () => {
+      this.isSecure = true;
+      this.logger.debug(`TLS started (${secure.getProtocol() ?? 'unknown'})`, this.session.logMeta());
+    });
+    this.socket = secure;
+    this.listen(secure);
+  }
+
+  loggedIn(): void {
+    clearTimeout(this.authTimer);
+    this.authTimer = undefined;
   }
 
   close(): void {
@@ -111,9 +161,17 @@ export class Pop3Connection implements SessionIO {
     await this.endSession('shutdown');
   }
 
+  private listen(socket: Socket): void {
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+  }
+
   private onData(chunk: Buffer): void {
     if (this.closing) return;
-    this.queue.push(...this.reader.push(chunk));
+    const events = this.reader.push(chunk);
+    if (events.length === 0) return;
+    // Only complete lines are activity: a line that never ends does not keep a session alive.
+    this.idleTimer.refresh();
+    this.queue.push(...events);
     if (this.queue.length >= QUEUE_HIGH) this.socket.pause();
     this.pump();
   }
@@ -143,32 +201,46 @@ export class Pop3Connection implements SessionIO {
   }
 
   private async process(event: LineEvent): Promise<void> {
-    if (event.kind === 'line') return this.session.handle(event.line);
+    if (event.kind === 'line' && this.session.acceptsLineOf(event.line.length, this.limits.maxLineLength)) {
+      return this.session.handle(event.line);
+    }
     this.overlongLines++;
     if (this.overlongLines > this.limits.maxOverlongLines) {
       await this.send(errLine('Too many overlong lines, closing connection.'));
       this.close();
       return this.session.end('too-many-errors');
     }
-    await this.send(errLine(`Line too long (limit ${this.limits.maxLineLength} octets).`));
+    await this.session.protocolError(`Line too long (limit ${this.limits.maxLineLength} octets).`);
   }
 
   private onIdle(): void {
     this.logger.debug('Idle timeout', this.session.logMeta());
+    this.hangUp('Disconnected for inactivity.', 'idle-timeout');
+  }
+
+  private onAuthTimeout(): void {
+    this.logger.debug('Authentication deadline passed', this.session.logMeta());
+    this.hangUp('Too slow to log in, closing connection.', 'auth-timeout');
+  }
+
+  private hangUp(text: string, reason: EndReason): void {
+    if (this.closing) return;
     if (this.running) {
       // A client that stopped reading in the middle of a reply: nothing more can be said.
       this.destroy();
     } else {
-      this.socket.write(errLine('Disconnected for inactivity.'));
+      this.socket.write(errLine(text));
       this.close();
     }
-    this.endSession('idle-timeout').catch(() => undefined);
+    this.endSession(reason).catch(() => undefined);
   }
 
   private onClose(): void {
     this.gone = true;
     this.closing = true;
     this.queue.length = 0;
+    clearTimeout(this.idleTimer);
+    clearTimeout(this.authTimer);
     this.endSession('client-closed').catch(() => undefined);
   }
 

@@ -1,20 +1,31 @@
 /**
- * The POP3 server: accepts connections on one listener and keeps track of them so that a
- * shutdown can end every session through its cleanup path.
+ * The POP3 server: a plain listener (with STLS when TLS is configured) and, optionally, an
+ * implicit-TLS listener. It admits connections within the connection limits and keeps track of
+ * them, so that a shutdown can end every session through its cleanup path.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Logger } from 'winston';
+import type { ConnectionLimiter } from '../limits/connection-limiter.js';
+import type { TlsCredentials } from '../tls/tls-credentials.js';
 import { Pop3Connection, type ConnectionLimits } from './connection.js';
+import { errLine } from './responses.js';
 import type { SessionServices } from './session.js';
 
 export interface Pop3ServerOptions {
   readonly host: string;
   readonly port: number;
   readonly limits: ConnectionLimits;
+  readonly limiter: ConnectionLimiter;
+  /** Certificate for STLS and the implicit-TLS port. */
+  readonly tls: TlsCredentials | undefined;
+  /** Port for implicit TLS; undefined for none. */
+  readonly tlsPort: number | undefined;
 }
 
 export class Pop3Server {
   private readonly server: net.Server;
+  private readonly tlsServer: tls.Server | undefined;
   private readonly connections = new Set<Pop3Connection>();
   private readonly logger: Logger;
 
@@ -23,38 +34,86 @@ export class Pop3Server {
     private readonly services: SessionServices,
   ) {
     this.logger = services.logger;
-    this.server = net.createServer((socket) => this.accept(socket));
+    this.server = net.createServer((socket) => this.accept(socket, false));
     this.server.on('error', (err) => this.logger.error(`Listener error: ${err.message}`));
+    if (options.tls && options.tlsPort !== undefined) {
+      this.tlsServer = tls.createServer(
+        // A handshake that does not finish in time holds a socket, not a session slot.
+        { ...options.tls.serverOptions(), handshakeTimeout: options.limits.authTimeoutMs },
+        (socket) => this.accept(socket, true),
+      );
+      this.tlsServer.on('tlsClientError', (err, socket) => this.logger.debug(`TLS handshake failed from ${socket.remoteAddress}: ${err.message}`));
+      this.tlsServer.on('error', (err) => this.logger.error(`TLS listener error: ${err.message}`));
+    }
   }
 
-  /** Starts listening; resolves to the bound address (useful with port 0). */
-  listen(): Promise<net.AddressInfo> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.options.port, this.options.host, () => {
-        this.server.off('error', reject);
-        const address = this.server.address() as net.AddressInfo;
-        this.logger.info(`POP3 listening on ${address.address}:${address.port}`);
-        resolve(address);
-      });
-    });
+  /** Starts listening; resolves to the plain listener's address (useful with port 0). */
+  async listen(): Promise<net.AddressInfo> {
+    const address = await listenOn(this.server, this.options.port, this.options.host);
+    this.logger.info(`POP3 listening on ${address.address}:${address.port}${this.options.tls ? ' (STLS)' : ''}`);
+    if (this.tlsServer) {
+      const secure = await listenOn(this.tlsServer, this.options.tlsPort!, this.options.host);
+      this.logger.info(`POP3 over TLS listening on ${secure.address}:${secure.port}`);
+    }
+    return address;
+  }
+
+  /** The implicit-TLS listener's address, once listening. */
+  get tlsAddress(): net.AddressInfo | undefined {
+    return (this.tlsServer?.address() as net.AddressInfo | null) ?? undefined;
   }
 
   get activeSessions(): number {
     return this.connections.size;
   }
 
-  /** Stops accepting and ends every session (nothing expunged, marks taken back, locks released). */
-  async close(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    await Promise.all([...this.connections].map((c) => c.shutdown()));
-    await closed;
+  /** Reads the certificate and key again (SIGHUP); running sessions keep theirs. */
+  reloadTls(): void {
+    const credentials = this.options.tls;
+    if (!credentials) return;
+    try {
+      credentials.reload();
+      this.tlsServer?.setSecureContext(credentials.serverOptions());
+      this.logger.info('TLS certificate reloaded');
+    } catch (err) {
+      this.logger.error(`TLS certificate not reloaded, keeping the current one: ${(err as Error).message}`);
+    }
   }
 
-  private accept(socket: net.Socket): void {
-    const connection = new Pop3Connection(socket, this.services, this.options.limits);
+  /** Stops accepting and ends every session (nothing expunged, marks taken back, locks released). */
+  async close(): Promise<void> {
+    const closed = [this.server, this.tlsServer]
+      .filter((s): s is net.Server => s !== undefined && s.listening)
+      .map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    await Promise.all([...this.connections].map((c) => c.shutdown()));
+    await Promise.all(closed);
+  }
+
+  private accept(socket: net.Socket, secure: boolean): void {
+    const admission = this.options.limiter.admit(socket.remoteAddress ?? 'unknown');
+    if (!admission.admitted) {
+      this.logger.info(`Connection from ${socket.remoteAddress} refused: ${admission.reason}`);
+      socket.on('error', () => undefined);
+      socket.end(errLine(admission.reason, 'SYS/TEMP'));
+      setTimeout(() => socket.destroy(), 2000).unref();
+      return;
+    }
+    const connection = new Pop3Connection(socket, this.services, this.options.limits, { secure, tls: this.options.tls });
     this.connections.add(connection);
-    socket.once('close', () => this.connections.delete(connection));
+    socket.once('close', () => {
+      this.connections.delete(connection);
+      admission.release();
+    });
     connection.start();
   }
+}
+
+function listenOn(server: net.Server, port: number, host: string): Promise<net.AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve(server.address() as net.AddressInfo);
+    });
+  });
 }

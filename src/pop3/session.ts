@@ -21,6 +21,8 @@ export type EndReason =
   | 'backend-failed'
   | 'delivery-failed'
   | 'too-many-errors'
+  | 'auth-failures'
+  | 'auth-timeout'
   | 'shutdown';
 
 /** The connection as the session sees it. */
@@ -34,6 +36,25 @@ export interface SessionIO {
   close(): void;
   /** Drops the connection at once: nothing more reaches the client. */
   destroy(): void;
+  /** Whether the connection is encrypted (implicit TLS, or after STLS). */
+  readonly secure: boolean;
+  /**
+   * Sends the reply, then starts TLS on the connection (STLS), dropping whatever the client
+   * sent behind the command in plaintext.
+   */
+  startTls(reply: Buffer): Promise<void>;
+  /** The session has logged in: the authentication deadline no longer applies. */
+  loggedIn(): void;
+}
+
+export interface SessionPolicy {
+  /** Whether TLS can be had on this server (so STLS is offered and plaintext passwords refused). */
+  readonly tlsAvailable: boolean;
+  readonly allowPlaintextAuth: boolean;
+  readonly maxAuthFailures: number;
+  readonly maxErrors: number;
+  /** Notes a failed login from an address; returns the delay before answering it. */
+  authFailed(address: string): number;
 }
 
 export interface SessionServices {
@@ -41,6 +62,12 @@ export interface SessionServices {
   readonly locks: LockRegistry;
   readonly logger: Logger;
   readonly implementation: string;
+  readonly policy: SessionPolicy;
+}
+
+/** An AUTH exchange waiting for the client's next response line. */
+export interface SaslContinuation {
+  respond(session: Pop3Session, line: Buffer): Promise<void>;
 }
 
 /** The mailbox of an authenticated session. */
@@ -72,6 +99,10 @@ export class Pop3Session {
   /** A maildrop authenticated but not (yet) in TRANSACTION: it must be abandoned on exit. */
   pendingMaildrop: Maildrop | undefined;
   readonly stats: SessionStats = { retrieved: 0, retrievedBytes: 0, topped: 0, toppedBytes: 0, deleted: 0, expunged: 0 };
+  /** Set while an AUTH exchange waits for a response line. */
+  sasl: SaslContinuation | undefined;
+  authFailures = 0;
+  private errors = 0;
 
   private readonly startedAt = Date.now();
   private ending: Promise<void> | undefined;
@@ -94,14 +125,44 @@ export class Pop3Session {
   /** Handles one command line. Resolves when its reply has been written. */
   async handle(line: Buffer): Promise<void> {
     if (this.state === 'closed' || this.state === 'update') return;
+    const sasl = this.sasl;
+    if (sasl) {
+      this.sasl = undefined;
+      if (this.logger.isDebugEnabled()) this.logger.debug('C: <SASL response>', this.logMeta());
+      return sasl.respond(this, line);
+    }
     const command = parseCommand(line);
     this.trace(command, line);
-    if (!command) return this.error('Unknown command.');
+    if (!command) return this.protocolError('Unknown command.');
     const handler = COMMANDS[command.verb];
-    if (!handler) return this.error(`Unknown command: ${command.verb.slice(0, 8)}`);
-    if (!handler.states.includes(this.state)) return this.error(`${command.verb} is not allowed in the ${this.state.toUpperCase()} state.`);
-    if (!handler.acceptsArgs(command.args.length)) return this.error(`Wrong number of arguments for ${command.verb}.`);
+    if (!handler) return this.protocolError(`Unknown command: ${command.verb.slice(0, 8)}`);
+    if (!handler.states.includes(this.state)) return this.protocolError(`${command.verb} is not allowed in the ${this.state.toUpperCase()} state.`);
+    if (!handler.acceptsArgs(command.args.length)) return this.protocolError(`Wrong number of arguments for ${command.verb}.`);
     await handler.run(this, command);
+  }
+
+  /** Whether a command line may be as long as `length`: SASL responses may be much longer. */
+  acceptsLineOf(length: number, commandLimit: number): boolean {
+    return this.sasl !== undefined || length + 2 <= commandLimit;
+  }
+
+  /**
+   * A reply to a command the client should not have sent (unknown, malformed, out of state).
+   * Past the limit the connection is closed: a peer that keeps erring is not speaking POP3
+   * (a cross-protocol attack, or a confused program).
+   */
+  async protocolError(text: string): Promise<void> {
+    this.errors++;
+    if (this.errors <= this.services.policy.maxErrors) return this.error(text);
+    await this.error(`${text} Too many errors, closing connection.`).catch(() => undefined);
+    this.io.close();
+    await this.end('too-many-errors');
+  }
+
+  /** Whether passwords must not travel on this connection (TLS exists and is not in use). */
+  get plaintextAuthRefused(): boolean {
+    const policy = this.services.policy;
+    return policy.tlsAvailable && !policy.allowPlaintextAuth && !this.io.secure && !isLoopback(this.client.address);
   }
 
   async ok(text: string): Promise<void> {
@@ -191,6 +252,10 @@ export class ClientGoneError extends Error {
     super('Client connection closed');
     this.name = 'ClientGoneError';
   }
+}
+
+export function isLoopback(address: string): boolean {
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }
 
 export function describe(err: unknown): string {

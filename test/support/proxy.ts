@@ -3,7 +3,8 @@
  * log captured so tests can read it.
  */
 import { Writable } from 'node:stream';
-import type { ProxyConfig } from '../../src/config/options.js';
+import type { AbuseLimits, ProxyConfig } from '../../src/config/options.js';
+import type { ImapTlsMode } from '../../src/imap/imap-client.js';
 import type { LockRegistry } from '../../src/lock/lock-registry.js';
 import { createLogger, type LogFormat, type LogLevel } from '../../src/logging/logger.js';
 import { createProxy } from '../../src/proxy.js';
@@ -11,6 +12,8 @@ import type { Pop3Server } from '../../src/pop3/server.js';
 
 export interface TestProxy {
   readonly port: number;
+  /** The implicit-TLS port, when `tls.implicit` was asked for. */
+  readonly tlsPort: number | undefined;
   readonly server: Pop3Server;
   /** Every log line so far. */
   log(): string;
@@ -27,7 +30,27 @@ export interface TestProxyOptions {
   logLevel?: LogLevel;
   logFormat?: LogFormat;
   locks?: LockRegistry;
+  /** Client-side TLS: STLS on the plain port; `implicit` adds a TLS port. */
+  tls?: { certFile: string; keyFile: string; implicit?: boolean };
+  allowPlaintextAuth?: boolean;
+  limits?: Partial<AbuseLimits>;
+  /** Another listen address than 127.0.0.1 (to test clients that are not on loopback). */
+  listenHost?: string;
+  imapServername?: string;
+  imapTls?: ImapTlsMode;
+  imapCa?: Buffer;
+  imapVerifyTls?: boolean;
 }
+
+/** Generous limits, so that tests which are not about them never meet them. */
+const TEST_LIMITS: AbuseLimits = {
+  maxConnections: 1000,
+  maxConnectionsPerIp: 1000,
+  authTimeoutMs: 60_000,
+  maxAuthFailures: 100,
+  authFailDelayMs: 0,
+  maxErrors: 1000,
+};
 
 export async function startProxy(options: TestProxyOptions): Promise<TestProxy> {
   const lines: string[] = [];
@@ -38,15 +61,19 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
     },
   });
   const config: ProxyConfig = {
-    listen: { host: '127.0.0.1', port: 0 },
+    listen: { host: options.listenHost ?? '127.0.0.1', port: 0 },
     imap: {
       host: options.imapHost ?? '127.0.0.1',
       port: options.imapPort,
-      tls: 'none',
-      verifyTls: true,
-      ca: undefined,
+      tls: options.imapTls ?? 'none',
+      verifyTls: options.imapVerifyTls ?? true,
+      ca: options.imapCa,
       mailbox: options.mailbox ?? 'INBOX',
+      servername: options.imapServername,
     },
+    tls: options.tls && { certFile: options.tls.certFile, keyFile: options.tls.keyFile, port: options.tls.implicit ? 0 : undefined },
+    allowPlaintextAuth: options.allowPlaintextAuth ?? false,
+    limits: { ...TEST_LIMITS, ...options.limits },
     idleTimeoutMs: options.idleTimeoutMs ?? 600_000,
     backendTimeoutMs: options.backendTimeoutMs ?? 30_000,
     uidlFormat: options.uidlFormat ?? '%08Xu%08Xv',
@@ -57,6 +84,7 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
   const address = await server.listen();
   return {
     port: address.port,
+    tlsPort: server.tlsAddress?.port,
     server,
     log: () => lines.join(''),
     close: () => server.close(),

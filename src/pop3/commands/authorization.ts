@@ -1,5 +1,6 @@
 import { isMaildropError, type MaildropError } from '../../maildrop/errors.js';
-import type { Maildrop } from '../../maildrop/maildrop.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Credentials, Maildrop } from '../../maildrop/maildrop.js';
 import type { Pop3Session } from '../session.js';
 import { describe } from '../session.js';
 import { args, type CommandHandler } from './command.js';
@@ -8,6 +9,7 @@ export const USER: CommandHandler = {
   states: ['authorization'],
   acceptsArgs: args.one,
   async run(session, command) {
+    if (session.plaintextAuthRefused) return refusePlaintext(session);
     session.pendingUser = command.args[0];
     await session.ok('Send your password.');
   },
@@ -21,9 +23,10 @@ export const PASS: CommandHandler = {
   async run(session, command) {
     const user = session.pendingUser;
     session.pendingUser = undefined;
-    if (user === undefined) return session.error('Send USER first.');
-    if (command.rest.length === 0) return session.error('Missing password.');
-    await login(session, user, command.rest);
+    if (session.plaintextAuthRefused) return refusePlaintext(session);
+    if (user === undefined) return session.protocolError('Send USER first.');
+    if (command.rest.length === 0) return session.protocolError('Missing password.');
+    await login(session, { user, password: command.rest });
   },
 };
 
@@ -36,11 +39,18 @@ export const APOP: CommandHandler = {
   },
 };
 
-async function login(session: Pop3Session, user: string, password: string): Promise<void> {
+/** Refuses a password on a connection that TLS could, and does not, protect. */
+export function refusePlaintext(session: Pop3Session): Promise<void> {
+  return session.error('Plaintext authentication is disallowed on non-secure connections; use STLS or the TLS port.', 'AUTH');
+}
+
+/** Logs in to the store with the client's credentials, locks the mailbox and snapshots it. */
+export async function login(session: Pop3Session, credentials: Credentials): Promise<void> {
+  const user = credentials.user;
   session.user = user;
   let maildrop: Maildrop;
   try {
-    maildrop = await session.services.provider.authenticate({ user, password }, session.client);
+    maildrop = await session.services.provider.authenticate(credentials, session.client);
   } catch (err) {
     session.user = undefined;
     return refuse(session, err);
@@ -59,6 +69,7 @@ async function login(session: Pop3Session, user: string, password: string): Prom
     session.pendingMaildrop = undefined;
     session.transaction = { user, maildrop, lease, messages, deleted: new Set() };
     session.state = 'transaction';
+    session.io.loggedIn();
   } catch (err) {
     session.pendingMaildrop = undefined;
     await maildrop.abandon().catch(() => undefined);
@@ -77,11 +88,24 @@ async function refuse(session: Pop3Session, err: unknown): Promise<void> {
   session.logger.info(`Login failed: ${describe(err)}`, session.logMeta());
   switch (failure?.kind) {
     case 'credentials':
-      // The same reply for an unknown user and a wrong password.
-      return session.error('Authentication failed.', 'AUTH');
+      return refuseCredentials(session);
     case 'permanent':
       return session.error(`Mailbox not available: ${failure.message}`, 'SYS/PERM');
     default:
       return session.error('Mail server temporarily unavailable, try again later.', 'SYS/TEMP');
   }
+}
+
+/**
+ * A wrong user name or password (the same reply for both), answered after a delay that grows
+ * with the address's recent failures; past the per-connection limit the connection is closed.
+ */
+async function refuseCredentials(session: Pop3Session): Promise<void> {
+  session.authFailures++;
+  const policy = session.services.policy;
+  await sleep(policy.authFailed(session.client.address));
+  if (session.authFailures < policy.maxAuthFailures) return session.error('Authentication failed.', 'AUTH');
+  await session.error('Authentication failed; too many failures, closing connection.', 'AUTH').catch(() => undefined);
+  session.io.close();
+  await session.end('auth-failures');
 }

@@ -1,3 +1,4 @@
+import { AUTH } from './auth.js';
 import { APOP, PASS, USER } from './authorization.js';
 import { CAPA } from './capa.js';
 import type { CommandHandler } from './command.js';
@@ -5,8 +6,9 @@ import { DELE, RSET } from './deletion.js';
 import { LIST, NOOP, STAT, UIDL } from './listing.js';
 import { QUIT } from './quit.js';
 import { RETR, TOP } from './retrieval.js';
+import { STLS } from './stls.js';
 
 /** Every command the server knows, by upper-case keyword. */
 export const COMMANDS: Readonly<Record<string, CommandHandler>> = {
-  CAPA, USER, PASS, APOP, STAT, LIST, UIDL, NOOP, RETR, TOP, DELE, RSET, QUIT,
+  CAPA, STLS, AUTH, USER, PASS, APOP, STAT, LIST, UIDL, NOOP, RETR, TOP, DELE, RSET, QUIT,
 };
