@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
- * pop3-imap-proxy: parse the command line, start the POP3 server, and end every session
- * through its cleanup path on SIGTERM/SIGINT.
+ * pop3-imap-proxy: parse the command line, start the POP3 server, re-read the TLS certificate
+ * on SIGHUP, and end every session through its cleanup path on SIGTERM/SIGINT.
  */
 import { ConfigError, parseConfig } from './config/options.js';
 import { createLogger } from './logging/logger.js';
@@ -38,6 +38,8 @@ async function main(): Promise<void> {
       },
     );
   };
+  // A renewed certificate is picked up without dropping anyone.
+  process.on('SIGHUP', () => server.reloadTls());
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }
