@@ -29,8 +29,8 @@ async function main(): Promise<void> {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info(`${signal} received, ending ${server.activeSessions} session(s)`);
-    server.close().then(
+    logger.info(`${signal} received: no new connections; ${server.activeSessions} session(s) get ${config.shutdownGraceMs / 1000} s to finish`);
+    server.close(config.shutdownGraceMs).then(
       () => process.exit(0),
       (err: unknown) => {
         logger.error(`Shutdown failed: ${(err as Error).message}`);

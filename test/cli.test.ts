@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { startDovecot, type Dovecot } from './support/dovecot.js';
+import { imapClient, startDovecot, type Dovecot } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
 
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/cli.js');
@@ -17,6 +17,7 @@ let dovecot: Dovecot;
 before(async () => {
   dovecot = await startDovecot();
   await dovecot.deliver('alice', 'Subject: cli\nMessage-ID: <cli@test>\n\nfrom the cli test\n');
+  for (const n of [1, 2]) await dovecot.deliver('bob', `Subject: bob ${n}\n\nbob's message ${n}\n`);
 });
 
 after(async () => {
@@ -31,7 +32,9 @@ test('--help lists every flag with its default', () => {
   const r = run(['--help']);
   assert.equal(r.status, 0);
   for (const flag of ['--imap-host', '--imap-port', '--imap-tls', '--imap-tls-verify', '--imap-ca', '--mailbox', '--host', '--port',
-    '--idle-timeout', '--backend-timeout', '--uidl-format', '--log-level', '--log-format']) {
+    '--idle-timeout', '--backend-timeout', '--uidl-format', '--log-level', '--log-format', '--shutdown-grace', '--tls-cert', '--tls-key',
+    '--tls-port', '--allow-plaintext-auth', '--imap-servername', '--max-connections', '--max-connections-per-ip', '--auth-timeout',
+    '--max-auth-failures', '--auth-fail-delay', '--max-errors']) {
     assert.ok(r.stdout.includes(flag), flag);
   }
   assert.match(r.stdout, /default: 600/);
@@ -62,15 +65,22 @@ test('flags come from POP3PROXY_* environment variables, and flags win', () => {
   assert.match(run(['--port', '70001'], { POP3PROXY_IMAP_HOST: 'h', POP3PROXY_PORT: '70000' }).stderr, /--port: 70001/);
 });
 
+/** Starts the built program in front of the test Dovecot; resolves once it listens. */
+async function startCli(port: number, extra: string[] = []) {
+  const child = spawn(process.execPath, [cli, '--imap-host', '127.0.0.1', '--imap-port', String(dovecot.imapPort), '--imap-tls', 'none',
+    '--host', '127.0.0.1', '--port', String(port), ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const output = { stderr: '' };
+  child.stderr.on('data', (d: Buffer) => (output.stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  for (let i = 0; i < 100 && !output.stderr.includes('listening'); i++) await new Promise((r) => setTimeout(r, 50));
+  return { child, output, exited };
+}
+
 test('the built program serves a mailbox and stops cleanly on SIGTERM', async () => {
   const port = await freePort();
-  const child = spawn(process.execPath, [cli, '--imap-host', '127.0.0.1', '--imap-port', String(dovecot.imapPort), '--imap-tls', 'none',
-    '--host', '127.0.0.1', '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const { child, output, exited } = await startCli(port, ['--shutdown-grace', '0']);
+  const stderr = () => output.stderr;
   try {
-    for (let i = 0; i < 100 && !stderr.includes('listening'); i++) await new Promise((r) => setTimeout(r, 50));
     const c = await RawPop3.connect(port);
     await c.command('USER alice');
     assert.match(await c.command('PASS alice-secret', 30_000), /^\+OK/);
@@ -79,10 +89,61 @@ test('the built program serves a mailbox and stops cleanly on SIGTERM', async ()
     child.kill('SIGTERM');
     await c.waitClose();
     assert.equal(await exited, 0);
-    assert.match(stderr, /Session ended: shutdown/);
+    assert.match(stderr(), /Session ended: shutdown/);
   } finally {
     child.kill('SIGKILL');
   }
+});
+
+test('SIGTERM with sessions in flight: no new connections, a session that QUITs within the grace expunges, the rest are ended safely', async () => {
+  const port = await freePort();
+  const { child, output, exited } = await startCli(port, ['--shutdown-grace', '3']);
+  const timeline: string[] = [];
+  const started = Date.now();
+  const mark = (what: string) => timeline.push(`${((Date.now() - started) / 1000).toFixed(2)}s ${what}`);
+  try {
+    const login = async (user: string, password: string) => {
+      const c = await RawPop3.connect(port);
+      await c.command(`USER ${user}`);
+      assert.match(await c.command(`PASS ${password}`, 30_000), /^\+OK/);
+      return c;
+    };
+    const idle = await login('alice', 'alice-secret');
+    assert.match(await idle.command('DELE 1'), /^\+OK/);
+    const busy = await login('bob', 'bob-secret');
+    assert.match(await busy.command('DELE 1'), /^\+OK/);
+    mark('two sessions, each with a DELE; SIGTERM');
+    child.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 300));
+    await assert.rejects(RawPop3.connect(port, '127.0.0.1', 2000));
+    mark('a new connection is refused');
+    assert.match(await busy.command('QUIT'), /^\+OK/);
+    mark('bob QUITs within the grace: +OK');
+    await idle.waitClose(10_000);
+    mark(`alice, idle, is ended by the server: ${JSON.stringify(idle.received().toString('latin1').split('\r\n').filter(Boolean).at(-1))}`);
+    assert.equal(await exited, 0);
+    mark('the program exits with status 0');
+    const elapsed = (Date.now() - started) / 1000;
+    assert.ok(elapsed >= 2.5 && elapsed < 10, `ended after the grace (${elapsed} s)`);
+    assert.match(output.stderr, /user=bob .*Session ended: quit, .*expunged=1/);
+    assert.match(output.stderr, /user=alice .*Session ended: shutdown/);
+  } finally {
+    child.kill('SIGKILL');
+  }
+  const count = async (user: string, password: string) => {
+    const imap = await imapClient(dovecot, { name: user, password });
+    try {
+      const box = await imap.mailboxOpen('INBOX');
+      const flagged = box.exists ? (await imap.fetchAll('1:*', { flags: true })).filter((m) => m.flags?.has('\\Deleted')).length : 0;
+      return { exists: box.exists, flagged };
+    } finally {
+      await imap.logout().catch(() => undefined);
+    }
+  };
+  assert.deepEqual(await count('bob', 'bob-secret'), { exists: 1, flagged: 0 });
+  assert.deepEqual(await count('alice', 'alice-secret'), { exists: 1, flagged: 0 });
+  mark('store: bob 1 message left (1 expunged), alice 1 message, no \\Deleted flag');
+  process.stdout.write(`shutdown timeline:\n  ${timeline.join('\n  ')}\n`);
 });
 
 function freePort(): Promise<number> {

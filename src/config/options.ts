@@ -28,6 +28,8 @@ export interface ProxyConfig {
   readonly allowPlaintextAuth: boolean;
   readonly limits: AbuseLimits;
   readonly idleTimeoutMs: number;
+  /** On SIGTERM/SIGINT, how long running sessions may go on before they are ended. */
+  readonly shutdownGraceMs: number;
   readonly backendTimeoutMs: number;
   readonly uidlFormat: string;
   readonly log: { readonly level: LogLevel; readonly format: LogFormat };
@@ -83,6 +85,7 @@ function parser(argv: readonly string[]) {
       host: { type: 'string', default: '0.0.0.0', describe: 'Address to listen on for POP3', group: 'POP3:' },
       port: { type: 'number', default: 110, describe: 'Port to listen on for POP3 (0 picks a free one)', group: 'POP3:' },
       'idle-timeout': { type: 'number', default: 600, describe: 'Seconds of client inactivity before a session is ended', group: 'POP3:' },
+      'shutdown-grace': { type: 'number', default: 10, describe: 'Seconds running sessions may go on after SIGTERM/SIGINT before they are ended', group: 'POP3:' },
       'tls-cert': { type: 'string', describe: 'PEM certificate (chain) for client TLS: enables STLS, and --tls-port', group: 'POP3 TLS:' },
       'tls-key': { type: 'string', describe: 'PEM private key for --tls-cert', group: 'POP3 TLS:' },
       'tls-port': { type: 'number', describe: 'Port for implicit TLS, conventionally 995 (needs --tls-cert)', group: 'POP3 TLS:' },
@@ -159,6 +162,7 @@ function validate(raw: Raw): ProxyConfig {
       maxErrors: count('--max-errors', raw['max-errors']),
     },
     idleTimeoutMs: seconds('--idle-timeout', raw['idle-timeout']),
+    shutdownGraceMs: seconds('--shutdown-grace', raw['shutdown-grace'], true),
     backendTimeoutMs: seconds('--backend-timeout', raw['backend-timeout']),
     uidlFormat,
     log: { level: raw['log-level'], format: raw['log-format'] },

@@ -4,6 +4,7 @@
  * them, so that a shutdown can end every session through its cleanup path.
  */
 import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import tls from 'node:tls';
 import type { Logger } from 'winston';
 import type { ConnectionLimiter } from '../limits/connection-limiter.js';
@@ -80,11 +81,16 @@ export class Pop3Server {
     }
   }
 
-  /** Stops accepting and ends every session (nothing expunged, marks taken back, locks released). */
-  async close(): Promise<void> {
+  /**
+   * Stops accepting, lets running sessions finish for up to `graceMs`, then ends the rest
+   * through the abnormal-end path (nothing expunged, marks taken back, locks released).
+   */
+  async close(graceMs = 0): Promise<void> {
     const closed = [this.server, this.tlsServer]
       .filter((s): s is net.Server => s !== undefined && s.listening)
       .map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    const deadline = Date.now() + graceMs;
+    while (this.connections.size > 0 && Date.now() < deadline) await sleep(Math.min(100, deadline - Date.now()));
     await Promise.all([...this.connections].map((c) => c.shutdown()));
     await Promise.all(closed);
   }

@@ -75,6 +75,7 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
     allowPlaintextAuth: options.allowPlaintextAuth ?? false,
     limits: { ...TEST_LIMITS, ...options.limits },
     idleTimeoutMs: options.idleTimeoutMs ?? 600_000,
+    shutdownGraceMs: 0,
     backendTimeoutMs: options.backendTimeoutMs ?? 30_000,
     uidlFormat: options.uidlFormat ?? '%08Xu%08Xv',
     log: { level: options.logLevel ?? 'debug', format: options.logFormat ?? 'text' },
