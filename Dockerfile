@@ -1,0 +1,24 @@
+# syntax=docker/dockerfile:1
+# pop3-imap-proxy: build with the dev dependencies, run with the production ones only.
+
+FROM node:24-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json tsconfig.json ./
+RUN npm ci --no-audit --no-fund
+COPY src ./src
+RUN npm run build && npm prune --omit=dev
+
+FROM node:24-bookworm-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /app/package.json ./
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+# Docker lets unprivileged processes bind ports below 1024 inside the container.
+USER node
+EXPOSE 110 995
+# Healthy while the POP3 listener greets: a connection that reads "+OK" and leaves.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
+  CMD ["node", "-e", "const s=require('net').connect(Number(process.env.POP3PROXY_PORT||110),'127.0.0.1');s.setTimeout(4000,()=>process.exit(1));s.on('data',d=>{s.end('QUIT\\r\\n');process.exit(String(d).startsWith('+OK')?0:1)});s.on('error',()=>process.exit(1))"]
+ENTRYPOINT ["node", "dist/cli.js"]
+CMD ["--help"]
