@@ -16,9 +16,10 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 # Docker lets unprivileged processes bind ports below 1024 inside the container.
 USER node
-EXPOSE 110 995
-# Healthy while the POP3 listener greets: a connection that reads "+OK" and leaves.
+# /metrics, /healthz and /readyz; unset POP3PROXY_METRICS_PORT to turn the endpoint off.
+ENV POP3PROXY_METRICS_PORT=9110
+EXPOSE 110 995 9110
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
-  CMD ["node", "-e", "const s=require('net').connect(Number(process.env.POP3PROXY_PORT||110),'127.0.0.1');s.setTimeout(4000,()=>process.exit(1));s.on('data',d=>{s.end('QUIT\\r\\n');process.exit(String(d).startsWith('+OK')?0:1)});s.on('error',()=>process.exit(1))"]
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+process.env.POP3PROXY_METRICS_PORT+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 ENTRYPOINT ["node", "dist/cli.js"]
 CMD ["--help"]

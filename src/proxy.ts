@@ -1,15 +1,20 @@
 /**
  * Wires the parts together: the POP3 server in front, the IMAP backend behind, the lock
- * registry between them.
+ * registry between them, and the metrics endpoint beside them.
  */
+import type http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Logger } from 'winston';
 import type { ProxyConfig } from './config/options.js';
 import { ImapMaildropProvider } from './imap/imap-maildrop.js';
+import { probeImap } from './imap/probe.js';
 import { compileUidlFormat } from './imap/uidl-format.js';
 import type { LockRegistry } from './lock/lock-registry.js';
 import { MemoryLockRegistry } from './lock/memory-lock-registry.js';
 import { AuthThrottle } from './limits/auth-throttle.js';
 import { ConnectionLimiter } from './limits/connection-limiter.js';
+import { startMetricsEndpoint } from './metrics/http-endpoint.js';
+import { ProxyMetrics } from './metrics/metrics.js';
 import { Pop3Server } from './pop3/server.js';
 import { TlsCredentials } from './tls/tls-credentials.js';
 
@@ -18,23 +23,73 @@ export const IMPLEMENTATION = 'pop3-imap-proxy';
 /** FETCH window when streaming a message: large enough for few round trips, small enough to stream. */
 const DOWNLOAD_CHUNK = 1024 * 1024;
 
+/** How long /readyz waits for the backend's greeting. */
+const READY_PROBE_TIMEOUT_MS = 5000;
+
 /** UIDs and sizes kept between sessions, over all mailboxes: 12 octets each, about 24 MB in all. */
 const SNAPSHOT_CACHE_MESSAGES = 2_000_000;
 
-export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegistry = new MemoryLockRegistry()): Pop3Server {
+/** The running proxy: its POP3 listeners and, when configured, its metrics endpoint. */
+export class Pop3ImapProxy {
+  private endpoint: http.Server | undefined;
+
+  constructor(
+    private readonly config: ProxyConfig,
+    private readonly logger: Logger,
+    readonly pop3: Pop3Server,
+    readonly metrics: ProxyMetrics,
+    private readonly ready: () => Promise<void>,
+  ) {}
+
+  /** Starts listening; resolves to the plain POP3 listener's address. */
+  async listen(): Promise<AddressInfo> {
+    const address = await this.pop3.listen();
+    if (this.config.metrics) {
+      this.endpoint = await startMetricsEndpoint({ ...this.config.metrics, metrics: this.metrics, ready: this.ready, logger: this.logger });
+    }
+    return address;
+  }
+
+  get tlsAddress(): AddressInfo | undefined {
+    return this.pop3.tlsAddress;
+  }
+
+  get metricsAddress(): AddressInfo | undefined {
+    return (this.endpoint?.address() as AddressInfo | null) ?? undefined;
+  }
+
+  get activeSessions(): number {
+    return this.pop3.activeSessions;
+  }
+
+  reloadTls(): void {
+    this.pop3.reloadTls();
+  }
+
+  /** See Pop3Server.close(); the metrics endpoint stays up until the sessions are over. */
+  async close(graceMs = 0): Promise<void> {
+    await this.pop3.close(graceMs);
+    const endpoint = this.endpoint;
+    if (endpoint) await new Promise<void>((resolve) => endpoint.close(() => resolve()));
+  }
+}
+
+export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegistry = new MemoryLockRegistry()): Pop3ImapProxy {
+  const metrics = new ProxyMetrics();
+  const backend = { ...config.imap, timeoutMs: config.backendTimeoutMs };
   const provider = new ImapMaildropProvider(
     {
-      ...config.imap,
-      timeoutMs: config.backendTimeoutMs,
+      ...backend,
       uidl: compileUidlFormat(config.uidlFormat),
       chunkSize: DOWNLOAD_CHUNK,
       cacheMessages: SNAPSHOT_CACHE_MESSAGES,
+      onStep: (step, seconds) => metrics.backendStep(step, seconds),
     },
     logger,
   );
   const tls = config.tls && new TlsCredentials(config.tls.certFile, config.tls.keyFile);
   const throttle = new AuthThrottle(config.limits.authFailDelayMs);
-  return new Pop3Server(
+  const pop3 = new Pop3Server(
     {
       host: config.listen.host,
       port: config.listen.port,
@@ -60,6 +115,8 @@ export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegi
         maxErrors: config.limits.maxErrors,
         authFailed: (address) => throttle.failed(address),
       },
+      events: metrics,
     },
   );
+  return new Pop3ImapProxy(config, logger, pop3, metrics, () => probeImap(backend, READY_PROBE_TIMEOUT_MS));
 }

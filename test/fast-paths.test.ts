@@ -9,7 +9,7 @@ import type { ImapFlow } from 'imapflow';
 import { corpus, mimeMessage } from './support/corpus.js';
 import { imapClient, startDovecot, type Dovecot } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
-import { startProxy, type TestProxy } from './support/proxy.js';
+import { settled, startProxy, type TestProxy } from './support/proxy.js';
 import { startRelay } from './support/tcp-relay.js';
 
 let dovecot: Dovecot;
@@ -79,12 +79,6 @@ async function listings(): Promise<{ native: string; proxied: string }> {
   return { native: answers[0]!, proxied: answers[1]! };
 }
 
-/** Polls until the proxy's session for alice is over and its cleanup has run. */
-async function settled(p: TestProxy = proxy): Promise<void> {
-  for (let i = 0; i < 200 && p.server.activeSessions > 0; i++) await new Promise((r) => setTimeout(r, 25));
-  const c = await login(p.port);
-  await quit(c);
-}
 
 test('a mailbox changed between sessions is listed afresh: new, expunged and re-flagged messages', async () => {
   for (let i = 1; i <= 6; i++) await dovecot.deliver('alice', `Subject: m${i}\n\n${'body\n'.repeat(i)}`);
@@ -111,7 +105,7 @@ test('a \\Deleted flag another client set since the last session is not taken aw
   assert.match(await c.command('DELE 1'), /^\+OK/);
   assert.match(await c.command('DELE 2'), /^\+OK/);
   c.destroy();
-  await settled();
+  await settled(proxy);
   assert.deepEqual(await deletedFlags(), [true, false, false]);
 });
 
@@ -123,7 +117,7 @@ test('a \\Deleted flag another client removed since the last session is taken ba
   const c = await login(proxy.port);
   assert.match(await c.command('DELE 2'), /^\+OK/);
   c.destroy();
-  await settled();
+  await settled(proxy);
   assert.deepEqual(await deletedFlags(), [false, false, false]);
 });
 

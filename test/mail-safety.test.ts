@@ -8,7 +8,7 @@ import { after, before, beforeEach, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import { imapClient, startDovecot, type Dovecot } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
-import { startProxy, type TestProxy } from './support/proxy.js';
+import { settled, startProxy, type TestProxy } from './support/proxy.js';
 import { startRelay } from './support/tcp-relay.js';
 
 let dovecot: Dovecot;
@@ -64,28 +64,9 @@ async function login(port = proxy.port): Promise<RawPop3> {
   return c;
 }
 
-/** Waits until the proxy holds no session (its cleanup has run). */
-async function settled(p: TestProxy = proxy): Promise<void> {
-  for (let i = 0; i < 200 && p.server.activeSessions > 0; i++) await new Promise((r) => setTimeout(r, 25));
-  // The connection may be gone before its session's cleanup finished: the lock tells.
-  for (let i = 0; i < 200; i++) {
-    const c = await RawPop3.connect(p.port);
-    await c.command('USER alice');
-    const reply = await c.command('PASS alice-secret', 30_000);
-    if (reply.startsWith('+OK')) {
-      // QUIT releases the lock before it answers, so the next login finds it free.
-      await c.command('QUIT');
-      c.destroy();
-      return;
-    }
-    c.destroy();
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('the mailbox lock was never released');
-}
 
 beforeEach(async () => {
-  await settled();
+  await settled(proxy);
   await resetMailbox(5);
 });
 
@@ -153,7 +134,7 @@ test('a client that drops after DELE deletes nothing and leaves no flag behind',
   await c.command('DELE 1');
   await c.command('DELE 2');
   c.destroy();
-  await settled();
+  await settled(proxy);
   const state = await storeState();
   assert.equal(state.length, 5);
   assert.equal(anyFlagged(state), false);

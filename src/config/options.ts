@@ -27,6 +27,8 @@ export interface ProxyConfig {
   /** Accept USER/PASS and AUTH PLAIN/LOGIN over unencrypted connections from other hosts. */
   readonly allowPlaintextAuth: boolean;
   readonly limits: AbuseLimits;
+  /** Where /metrics, /healthz and /readyz are served; undefined for nowhere. */
+  readonly metrics: { readonly host: string; readonly port: number } | undefined;
   readonly idleTimeoutMs: number;
   /** On SIGTERM/SIGINT, how long running sessions may go on before they are ended. */
   readonly shutdownGraceMs: number;
@@ -96,6 +98,8 @@ function parser(argv: readonly string[]) {
       'max-auth-failures': { type: 'number', default: 3, describe: 'Failed logins on one connection before it is closed', group: 'Limits:' },
       'auth-fail-delay': { type: 'number', default: 8, describe: 'Longest delay in seconds before a failed login is answered (grows per address)', group: 'Limits:' },
       'max-errors': { type: 'number', default: 10, describe: 'Protocol errors on one connection before it is closed', group: 'Limits:' },
+      'metrics-port': { type: 'number', describe: 'Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this port', group: 'Operations:' },
+      'metrics-host': { type: 'string', default: '0.0.0.0', describe: 'Address for --metrics-port', group: 'Operations:' },
       'log-level': { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'Log level (debug adds protocol traces)', group: 'Logging:' },
       'log-format': { choices: LOG_FORMATS, default: 'text' as LogFormat, describe: 'Log line format', group: 'Logging:' },
     })
@@ -161,6 +165,7 @@ function validate(raw: Raw): ProxyConfig {
       authFailDelayMs: seconds('--auth-fail-delay', raw['auth-fail-delay'], true),
       maxErrors: count('--max-errors', raw['max-errors']),
     },
+    metrics: raw['metrics-port'] === undefined ? undefined : { host: raw['metrics-host'], port: port('--metrics-port', raw['metrics-port'], true) },
     idleTimeoutMs: seconds('--idle-timeout', raw['idle-timeout']),
     shutdownGraceMs: seconds('--shutdown-grace', raw['shutdown-grace'], true),
     backendTimeoutMs: seconds('--backend-timeout', raw['backend-timeout']),

@@ -23,6 +23,8 @@ export interface ImapBackendOptions extends ImapSettings {
   readonly chunkSize: number;
   /** Messages whose UID and size are kept between sessions, over all mailboxes. */
   readonly cacheMessages: number;
+  /** Told how long each backend step took (for metrics). */
+  readonly onStep?: (step: string, seconds: number) => void;
 }
 
 export class ImapMaildropProvider implements MaildropProvider {
@@ -36,7 +38,10 @@ export class ImapMaildropProvider implements MaildropProvider {
   }
 
   async authenticate(credentials: Credentials, from: ClientInfo): Promise<Maildrop> {
-    const client = await connectImap(this.options, credentials, from, this.logger);
+    const started = performance.now();
+    const client = await connectImap(this.options, credentials, from, this.logger).finally(() =>
+      this.options.onStep?.('login', (performance.now() - started) / 1000),
+    );
     return new ImapMaildrop(client, credentials, from, this.options, this.cache, this.logger);
   }
 }
@@ -269,6 +274,7 @@ export class ImapMaildrop implements Maildrop {
 
   /** Runs one backend step with the backend timeout, classifying its failure. */
   private async step<T>(what: string, run: () => Promise<T>): Promise<T> {
+    const started = performance.now();
     try {
       return await withTimeout(run(), this.options.timeoutMs, what);
     } catch (err) {
@@ -277,6 +283,9 @@ export class ImapMaildrop implements Maildrop {
       const code = (err as { code?: string }).code;
       if (code === 'DownloadIncomplete') throw new MaildropError('gone', `${what}: ${message}`, { cause: err });
       throw new MaildropError('temporary', `${what}: ${message}`, { cause: err, fatal: !this.client.usable });
+    } finally {
+      // UIDs are left out of the step's name: one series per kind of step.
+      this.options.onStep?.(what.replace(/ UID \d+/, ''), (performance.now() - started) / 1000);
     }
   }
 

@@ -7,7 +7,9 @@ export interface ConnectionLimits {
   readonly maxConnectionsPerIp: number;
 }
 
-export type Admission = { admitted: true; release: () => void } | { admitted: false; reason: string };
+export type Admission =
+  | { admitted: true; release: () => void }
+  | { admitted: false; limit: 'total' | 'per-ip'; reason: string };
 
 export class ConnectionLimiter {
   private total = 0;
@@ -16,10 +18,10 @@ export class ConnectionLimiter {
   constructor(private readonly limits: ConnectionLimits) {}
 
   admit(address: string): Admission {
-    if (this.total >= this.limits.maxConnections) return { admitted: false, reason: 'Too many connections, try again later.' };
+    if (this.total >= this.limits.maxConnections) return { admitted: false, limit: 'total', reason: 'Too many connections, try again later.' };
     const current = this.perAddress.get(address) ?? 0;
     if (current >= this.limits.maxConnectionsPerIp) {
-      return { admitted: false, reason: 'Too many connections from your address, try again later.' };
+      return { admitted: false, limit: 'per-ip', reason: 'Too many connections from your address, try again later.' };
     }
     this.total++;
     this.perAddress.set(address, current + 1);

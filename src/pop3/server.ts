@@ -99,6 +99,7 @@ export class Pop3Server {
     const admission = this.options.limiter.admit(socket.remoteAddress ?? 'unknown');
     if (!admission.admitted) {
       this.logger.info(`Connection from ${socket.remoteAddress} refused: ${admission.reason}`);
+      this.services.events.connectionRefused(admission.limit);
       socket.on('error', () => undefined);
       socket.end(errLine(admission.reason, 'SYS/TEMP'));
       setTimeout(() => socket.destroy(), 2000).unref();

@@ -57,12 +57,29 @@ export interface SessionPolicy {
   authFailed(address: string): number;
 }
 
+export type LoginOutcome = 'ok' | 'auth' | 'in-use' | 'backend-error';
+
+/** What happens in sessions, for whoever counts it (metrics). */
+export interface SessionEvents {
+  sessionStarted(): void;
+  sessionEnded(reason: string): void;
+  login(outcome: LoginOutcome): void;
+  command(name: string): void;
+  /** Message octets sent by RETR (whole) or TOP. */
+  retrieved(octets: number, whole: boolean): void;
+  deleted(): void;
+  expunged(count: number): void;
+  lockWaited(seconds: number): void;
+  connectionRefused(limit: 'total' | 'per-ip'): void;
+}
+
 export interface SessionServices {
   readonly provider: MaildropProvider;
   readonly locks: LockRegistry;
   readonly logger: Logger;
   readonly implementation: string;
   readonly policy: SessionPolicy;
+  readonly events: SessionEvents;
 }
 
 /** An AUTH exchange waiting for the client's next response line. */
@@ -111,7 +128,9 @@ export class Pop3Session {
     readonly io: SessionIO,
     readonly client: ClientInfo,
     readonly services: SessionServices,
-  ) {}
+  ) {
+    services.events.sessionStarted();
+  }
 
   get logger(): Logger {
     return this.services.logger;
@@ -138,6 +157,7 @@ export class Pop3Session {
     if (!handler) return this.protocolError(`Unknown command: ${command.verb.slice(0, 8)}`);
     if (!handler.states.includes(this.state)) return this.protocolError(`${command.verb} is not allowed in the ${this.state.toUpperCase()} state.`);
     if (!handler.acceptsArgs(command.args.length)) return this.protocolError(`Wrong number of arguments for ${command.verb}.`);
+    this.services.events.command(command.verb);
     await handler.run(this, command);
   }
 
@@ -200,6 +220,7 @@ export class Pop3Session {
       return;
     }
     this.stats.expunged = indexes.length;
+    this.services.events.expunged(indexes.length);
     this.transaction = undefined;
     await tx.lease.release();
     await this.ok(`Bye (${indexes.length} ${indexes.length === 1 ? 'message' : 'messages'} deleted).`).catch(() => undefined);
@@ -229,6 +250,7 @@ export class Pop3Session {
 
   private logEnd(reason: EndReason): void {
     this.state = 'closed';
+    this.services.events.sessionEnded(reason);
     const s = this.stats;
     const seconds = ((Date.now() - this.startedAt) / 1000).toFixed(3);
     this.logger.info(

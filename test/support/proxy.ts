@@ -7,14 +7,14 @@ import type { AbuseLimits, ProxyConfig } from '../../src/config/options.js';
 import type { ImapTlsMode } from '../../src/imap/imap-client.js';
 import type { LockRegistry } from '../../src/lock/lock-registry.js';
 import { createLogger, type LogFormat, type LogLevel } from '../../src/logging/logger.js';
-import { createProxy } from '../../src/proxy.js';
-import type { Pop3Server } from '../../src/pop3/server.js';
+import { createProxy, type Pop3ImapProxy } from '../../src/proxy.js';
+import { RawPop3 } from './pop3-client.js';
 
 export interface TestProxy {
   readonly port: number;
   /** The implicit-TLS port, when `tls.implicit` was asked for. */
   readonly tlsPort: number | undefined;
-  readonly server: Pop3Server;
+  readonly server: Pop3ImapProxy;
   /** Every log line so far. */
   log(): string;
   close(): Promise<void>;
@@ -40,6 +40,8 @@ export interface TestProxyOptions {
   imapTls?: ImapTlsMode;
   imapCa?: Buffer;
   imapVerifyTls?: boolean;
+  /** Serve /metrics, /healthz and /readyz on a free port (server.metricsAddress). */
+  metrics?: boolean;
 }
 
 /** Generous limits, so that tests which are not about them never meet them. */
@@ -76,6 +78,7 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
     limits: { ...TEST_LIMITS, ...options.limits },
     idleTimeoutMs: options.idleTimeoutMs ?? 600_000,
     shutdownGraceMs: 0,
+    metrics: options.metrics ? { host: '127.0.0.1', port: 0 } : undefined,
     backendTimeoutMs: options.backendTimeoutMs ?? 30_000,
     uidlFormat: options.uidlFormat ?? '%08Xu%08Xv',
     log: { level: options.logLevel ?? 'debug', format: options.logFormat ?? 'text' },
@@ -90,4 +93,26 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
     log: () => lines.join(''),
     close: () => server.close(),
   };
+}
+
+/**
+ * Waits until the proxy's sessions are over and their cleanup has run: the connection may be
+ * gone before the flags are restored and the lock released, so a login to the mailbox tells.
+ */
+export async function settled(proxy: TestProxy, user = 'alice', password = 'alice-secret'): Promise<void> {
+  for (let i = 0; i < 200 && proxy.server.activeSessions > 0; i++) await new Promise((r) => setTimeout(r, 25));
+  for (let i = 0; i < 200; i++) {
+    const c = await RawPop3.connect(proxy.port);
+    await c.command(`USER ${user}`);
+    const reply = await c.command(`PASS ${password}`, 30_000);
+    if (reply.startsWith('+OK')) {
+      // QUIT releases the lock before it answers, so the next login finds it free.
+      await c.command('QUIT');
+      c.destroy();
+      return;
+    }
+    c.destroy();
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('the mailbox lock was never released');
 }

@@ -56,8 +56,11 @@ export async function login(session: Pop3Session, credentials: Credentials): Pro
     return refuse(session, err);
   }
   session.pendingMaildrop = maildrop;
+  const lockStarted = performance.now();
   const lease = await session.services.locks.acquire(maildrop.mailboxKey);
+  session.services.events.lockWaited((performance.now() - lockStarted) / 1000);
   if (!lease) {
+    session.services.events.login('in-use');
     session.pendingMaildrop = undefined;
     await maildrop.abandon().catch(() => undefined);
     session.logger.info('Login refused: mailbox in use by another session', session.logMeta());
@@ -70,6 +73,7 @@ export async function login(session: Pop3Session, credentials: Credentials): Pro
     session.transaction = { user, maildrop, lease, messages, deleted: new Set() };
     session.state = 'transaction';
     session.io.loggedIn();
+    session.services.events.login('ok');
   } catch (err) {
     session.pendingMaildrop = undefined;
     await maildrop.abandon().catch(() => undefined);
@@ -86,6 +90,7 @@ export async function login(session: Pop3Session, credentials: Credentials): Pro
 async function refuse(session: Pop3Session, err: unknown): Promise<void> {
   const failure: MaildropError | undefined = isMaildropError(err) ? err : undefined;
   session.logger.info(`Login failed: ${describe(err)}`, session.logMeta());
+  session.services.events.login(failure?.kind === 'credentials' ? 'auth' : 'backend-error');
   switch (failure?.kind) {
     case 'credentials':
       return refuseCredentials(session);

@@ -19,6 +19,7 @@ export const DELE: CommandHandler = {
     }
     tx.deleted.add(index);
     session.stats.deleted++;
+    session.services.events.deleted();
     await session.ok(`Message ${index + 1} deleted.`);
   },
 };

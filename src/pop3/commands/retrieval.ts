@@ -22,6 +22,7 @@ export const RETR: CommandHandler = {
     if (sent === undefined) return;
     session.stats.retrieved++;
     session.stats.retrievedBytes += sent;
+    session.services.events.retrieved(sent, true);
   },
 };
 
@@ -39,6 +40,7 @@ export const TOP: CommandHandler = {
     if (sent === undefined) return;
     session.stats.topped++;
     session.stats.toppedBytes += sent;
+    session.services.events.retrieved(sent, false);
   },
 };
 

@@ -1,0 +1,96 @@
+/**
+ * What the proxy counts, in Prometheus terms (prom-client). The protocol and backend code
+ * report events through the small interfaces they define; this module turns them into series.
+ */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { LoginOutcome, SessionEvents } from '../pop3/session.js';
+
+const PREFIX = 'pop3proxy_';
+
+export class ProxyMetrics implements SessionEvents {
+  readonly registry = new Registry();
+  private readonly sessionsActive = new Gauge({ name: `${PREFIX}sessions_active`, help: 'POP3 sessions open now', registers: [this.registry] });
+  private readonly sessions = new Counter({
+    name: `${PREFIX}sessions_total`,
+    help: 'POP3 sessions ended, by how they ended',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
+  private readonly logins = new Counter({
+    name: `${PREFIX}logins_total`,
+    help: 'Login attempts by outcome: ok, auth (rejected credentials), in-use (mailbox locked), backend-error',
+    labelNames: ['outcome'],
+    registers: [this.registry],
+  });
+  private readonly commands = new Counter({ name: `${PREFIX}commands_total`, help: 'POP3 commands received, by name', labelNames: ['command'], registers: [this.registry] });
+  private readonly messages = new Counter({ name: `${PREFIX}messages_retrieved_total`, help: 'Messages delivered whole by RETR', registers: [this.registry] });
+  private readonly bytes = new Counter({ name: `${PREFIX}bytes_retrieved_total`, help: 'Message octets delivered by RETR and TOP', registers: [this.registry] });
+  private readonly deletes = new Counter({ name: `${PREFIX}deletes_total`, help: 'Messages marked deleted by DELE', registers: [this.registry] });
+  private readonly expunges = new Counter({ name: `${PREFIX}expunged_total`, help: 'Messages removed from the store at QUIT', registers: [this.registry] });
+  private readonly refused = new Counter({
+    name: `${PREFIX}connections_refused_total`,
+    help: 'Connections refused by the connection limits',
+    labelNames: ['limit'],
+    registers: [this.registry],
+  });
+  private readonly lockWait = new Histogram({
+    name: `${PREFIX}lock_wait_seconds`,
+    help: 'Time to take (or be refused) the mailbox lock',
+    buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
+    registers: [this.registry],
+  });
+  private readonly backend = new Histogram({
+    name: `${PREFIX}backend_command_seconds`,
+    help: 'Latency of backend (IMAP) steps, by step',
+    labelNames: ['step'],
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
+  }
+
+  sessionStarted(): void {
+    this.sessionsActive.inc();
+  }
+
+  sessionEnded(reason: string): void {
+    this.sessionsActive.dec();
+    this.sessions.inc({ reason });
+  }
+
+  login(outcome: LoginOutcome): void {
+    this.logins.inc({ outcome });
+  }
+
+  command(name: string): void {
+    this.commands.inc({ command: name });
+  }
+
+  retrieved(octets: number, whole: boolean): void {
+    if (whole) this.messages.inc();
+    this.bytes.inc(octets);
+  }
+
+  deleted(): void {
+    this.deletes.inc();
+  }
+
+  expunged(count: number): void {
+    this.expunges.inc(count);
+  }
+
+  lockWaited(seconds: number): void {
+    this.lockWait.observe(seconds);
+  }
+
+  connectionRefused(limit: 'total' | 'per-ip'): void {
+    this.refused.inc({ limit });
+  }
+
+  /** For the backend: one step's latency. */
+  backendStep(step: string, seconds: number): void {
+    this.backend.observe({ step }, seconds);
+  }
+}
