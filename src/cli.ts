@@ -3,20 +3,25 @@
  * pop3-imap-proxy: parse the command line, start the POP3 server, re-read the TLS certificate
  * on SIGHUP, and end every session through its cleanup path on SIGTERM/SIGINT.
  */
-import { ConfigError, parseConfig } from './config/options.js';
+import { ConfigError, parseCommandLine } from './config/options.js';
 import { createLogger } from './logging/logger.js';
 import { createProxy } from './proxy.js';
 
 async function main(): Promise<void> {
-  let config;
+  let parsed;
   try {
-    config = await parseConfig(process.argv.slice(2));
+    parsed = await parseCommandLine(process.argv.slice(2));
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     console.error(`pop3-imap-proxy: ${err.message} (see --help)`);
     process.exit(2);
   }
-  if (!config) return;
+  if (!parsed) return;
+  if (parsed.print) {
+    process.stdout.write(`${JSON.stringify(parsed.print, null, 2)}\n`);
+    return;
+  }
+  const config = parsed.config;
   const logger = createLogger(config.log);
   const server = createProxy(config, logger);
   try {

@@ -4,7 +4,9 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -63,6 +65,45 @@ test('bad values end the program at once with one line naming the flag and exit 
 test('flags come from POP3PROXY_* environment variables, and flags win', () => {
   assert.match(run([], { POP3PROXY_IMAP_HOST: 'h', POP3PROXY_PORT: '70000' }).stderr, /--port: 70000/);
   assert.match(run(['--port', '70001'], { POP3PROXY_IMAP_HOST: 'h', POP3PROXY_PORT: '70000' }).stderr, /--port: 70001/);
+});
+
+test('--config reads YAML or JSON; flags win over the environment, which wins over the file', async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pop3-config-'));
+  try {
+    const yamlFile = path.join(dir, 'proxy.yaml');
+    await writeFile(yamlFile, 'imap-host: mail.example.com\nport: 2110\nidle-timeout: 300\nmax-errors: 5\n');
+    const shown = (args: string[], env: Record<string, string> = {}) => {
+      const r = run(['--config', yamlFile, '--print-config', ...args], env);
+      assert.equal(r.status, 0, r.stderr);
+      return JSON.parse(r.stdout) as Record<string, unknown>;
+    };
+    assert.deepEqual(
+      [shown([])['imap-host'], shown([]).port, shown([])['idle-timeout'], shown([])['log-level']],
+      ['mail.example.com', 2110, 300, 'info'],
+    );
+    assert.equal(shown([], { POP3PROXY_PORT: '3110' }).port, 3110);
+    assert.equal(shown(['--port', '4110'], { POP3PROXY_PORT: '3110' }).port, 4110);
+    const jsonFile = path.join(dir, 'proxy.json');
+    await writeFile(jsonFile, JSON.stringify({ 'imap-host': 'json.example.com', 'max-errors': 7 }));
+    const r = run(['--config', jsonFile, '--print-config']);
+    assert.equal((JSON.parse(r.stdout) as Record<string, unknown>)['max-errors'], 7);
+    // One validation path: the same message, naming where the bad value came from.
+    for (const [file, content, message] of [
+      ['bad-port.yaml', 'imap-host: h\nport: 70000\n', /^pop3-imap-proxy: port in .*bad-port\.yaml: 70000 is not a valid port/],
+      ['unknown.yaml', 'imap-host: h\nbogus: 1\n', /unknown setting "bogus"/],
+      ['broken.yaml', 'imap-host: [h\n', /is neither YAML nor JSON/],
+    ] as const) {
+      await writeFile(path.join(dir, file), content);
+      const bad = run(['--config', path.join(dir, file)]);
+      assert.equal(bad.status, 2);
+      assert.match(bad.stderr, message);
+      assert.equal(bad.stderr.trim().split('\n').length, 1);
+    }
+    assert.match(run(['--config', yamlFile], { POP3PROXY_MAX_ERRORS: '0' }).stderr, /POP3PROXY_MAX_ERRORS: 0 is not/);
+    assert.match(run(['--config', path.join(dir, 'missing.yaml')]).stderr, /cannot read/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 /** Starts the built program in front of the test Dovecot; resolves once it listens. */

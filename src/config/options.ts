@@ -4,6 +4,7 @@
  * message names the offending flag.
  */
 import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
 import yargs from 'yargs';
 import type { ImapTlsMode } from '../imap/imap-client.js';
 import { loadTlsCredentials } from '../tls/tls-credentials.js';
@@ -69,40 +70,54 @@ const TLS_MODES = ['implicit', 'starttls', 'none'] as const;
 const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 const LOG_FORMATS = ['text', 'json'] as const;
 
-function parser(argv: readonly string[]) {
+const OPTIONS = {
+  'print-config': { type: 'boolean', default: false, describe: 'Print the effective configuration and exit', group: 'Operations:' },
+  'imap-host': { type: 'string', describe: 'IMAP server to proxy to (required)', group: 'Backend:' },
+  'imap-port': { type: 'number', describe: 'IMAP port [default: 993, or 143 unless --imap-tls is implicit]', group: 'Backend:' },
+  'imap-tls': { choices: TLS_MODES, default: 'implicit' as ImapTlsMode, describe: 'TLS to the IMAP server', group: 'Backend:' },
+  'imap-tls-verify': { type: 'boolean', default: true, describe: 'Verify the IMAP server certificate (--no-imap-tls-verify to skip)', group: 'Backend:' },
+  'imap-ca': { type: 'string', describe: 'PEM file with extra CA certificates for the IMAP server', group: 'Backend:' },
+  'imap-servername': { type: 'string', describe: 'TLS server name to expect from the IMAP server [default: --imap-host]', group: 'Backend:' },
+  mailbox: { type: 'string', default: 'INBOX', describe: 'IMAP mailbox served as the POP3 maildrop', group: 'Backend:' },
+  'backend-timeout': { type: 'number', default: 30, describe: 'Seconds to wait for any one backend step (must cover a failed-login penalty)', group: 'Backend:' },
+  'uidl-format': { type: 'string', default: DEFAULT_UIDL_FORMAT, describe: 'UIDL template: %u UID, %v UIDVALIDITY (Dovecot syntax, e.g. %08Xu%08Xv)', group: 'Backend:' },
+  host: { type: 'string', default: '0.0.0.0', describe: 'Address to listen on for POP3', group: 'POP3:' },
+  port: { type: 'number', default: 110, describe: 'Port to listen on for POP3 (0 picks a free one)', group: 'POP3:' },
+  'idle-timeout': { type: 'number', default: 600, describe: 'Seconds of client inactivity before a session is ended', group: 'POP3:' },
+  'shutdown-grace': { type: 'number', default: 10, describe: 'Seconds running sessions may go on after SIGTERM/SIGINT before they are ended', group: 'POP3:' },
+  'tls-cert': { type: 'string', describe: 'PEM certificate (chain) for client TLS: enables STLS, and --tls-port', group: 'POP3 TLS:' },
+  'tls-key': { type: 'string', describe: 'PEM private key for --tls-cert', group: 'POP3 TLS:' },
+  'tls-port': { type: 'number', describe: 'Port for implicit TLS, conventionally 995 (needs --tls-cert)', group: 'POP3 TLS:' },
+  'allow-plaintext-auth': { type: 'boolean', default: false, describe: 'With TLS configured, still accept passwords over unencrypted connections from other hosts', group: 'POP3 TLS:' },
+  'max-connections': { type: 'number', default: 1000, describe: 'Client connections at once, in all', group: 'Limits:' },
+  'max-connections-per-ip': { type: 'number', default: 50, describe: 'Client connections at once from one address', group: 'Limits:' },
+  'auth-timeout': { type: 'number', default: 60, describe: 'Seconds a connection has to log in', group: 'Limits:' },
+  'max-auth-failures': { type: 'number', default: 3, describe: 'Failed logins on one connection before it is closed', group: 'Limits:' },
+  'auth-fail-delay': { type: 'number', default: 8, describe: 'Longest delay in seconds before a failed login is answered (grows per address)', group: 'Limits:' },
+  'max-errors': { type: 'number', default: 10, describe: 'Protocol errors on one connection before it is closed', group: 'Limits:' },
+  'metrics-port': { type: 'number', describe: 'Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this port', group: 'Operations:' },
+  'metrics-host': { type: 'string', default: '0.0.0.0', describe: 'Address for --metrics-port', group: 'Operations:' },
+  'log-level': { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'Log level (debug adds protocol traces)', group: 'Logging:' },
+  'log-format': { choices: LOG_FORMATS, default: 'text' as LogFormat, describe: 'Log line format', group: 'Logging:' },
+} as const;
+
+/** Values read from --config, kept to tell where a bad value came from. */
+interface ConfigFile {
+  path: string | undefined;
+  values: Record<string, unknown>;
+}
+
+function parser(argv: readonly string[], file: ConfigFile) {
   return yargs([...argv])
     .scriptName('pop3-imap-proxy')
     .usage('$0 --imap-host HOST [options]\n\nA POP3 server that serves each user\'s mailbox from an IMAP server.')
     .env(ENV_PREFIX)
-    .options({
-      'imap-host': { type: 'string', describe: 'IMAP server to proxy to (required)', group: 'Backend:' },
-      'imap-port': { type: 'number', describe: 'IMAP port [default: 993, or 143 unless --imap-tls is implicit]', group: 'Backend:' },
-      'imap-tls': { choices: TLS_MODES, default: 'implicit' as ImapTlsMode, describe: 'TLS to the IMAP server', group: 'Backend:' },
-      'imap-tls-verify': { type: 'boolean', default: true, describe: 'Verify the IMAP server certificate (--no-imap-tls-verify to skip)', group: 'Backend:' },
-      'imap-ca': { type: 'string', describe: 'PEM file with extra CA certificates for the IMAP server', group: 'Backend:' },
-      'imap-servername': { type: 'string', describe: 'TLS server name to expect from the IMAP server [default: --imap-host]', group: 'Backend:' },
-      mailbox: { type: 'string', default: 'INBOX', describe: 'IMAP mailbox served as the POP3 maildrop', group: 'Backend:' },
-      'backend-timeout': { type: 'number', default: 30, describe: 'Seconds to wait for any one backend step (must cover a failed-login penalty)', group: 'Backend:' },
-      'uidl-format': { type: 'string', default: DEFAULT_UIDL_FORMAT, describe: 'UIDL template: %u UID, %v UIDVALIDITY (Dovecot syntax, e.g. %08Xu%08Xv)', group: 'Backend:' },
-      host: { type: 'string', default: '0.0.0.0', describe: 'Address to listen on for POP3', group: 'POP3:' },
-      port: { type: 'number', default: 110, describe: 'Port to listen on for POP3 (0 picks a free one)', group: 'POP3:' },
-      'idle-timeout': { type: 'number', default: 600, describe: 'Seconds of client inactivity before a session is ended', group: 'POP3:' },
-      'shutdown-grace': { type: 'number', default: 10, describe: 'Seconds running sessions may go on after SIGTERM/SIGINT before they are ended', group: 'POP3:' },
-      'tls-cert': { type: 'string', describe: 'PEM certificate (chain) for client TLS: enables STLS, and --tls-port', group: 'POP3 TLS:' },
-      'tls-key': { type: 'string', describe: 'PEM private key for --tls-cert', group: 'POP3 TLS:' },
-      'tls-port': { type: 'number', describe: 'Port for implicit TLS, conventionally 995 (needs --tls-cert)', group: 'POP3 TLS:' },
-      'allow-plaintext-auth': { type: 'boolean', default: false, describe: 'With TLS configured, still accept passwords over unencrypted connections from other hosts', group: 'POP3 TLS:' },
-      'max-connections': { type: 'number', default: 1000, describe: 'Client connections at once, in all', group: 'Limits:' },
-      'max-connections-per-ip': { type: 'number', default: 50, describe: 'Client connections at once from one address', group: 'Limits:' },
-      'auth-timeout': { type: 'number', default: 60, describe: 'Seconds a connection has to log in', group: 'Limits:' },
-      'max-auth-failures': { type: 'number', default: 3, describe: 'Failed logins on one connection before it is closed', group: 'Limits:' },
-      'auth-fail-delay': { type: 'number', default: 8, describe: 'Longest delay in seconds before a failed login is answered (grows per address)', group: 'Limits:' },
-      'max-errors': { type: 'number', default: 10, describe: 'Protocol errors on one connection before it is closed', group: 'Limits:' },
-      'metrics-port': { type: 'number', describe: 'Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this port', group: 'Operations:' },
-      'metrics-host': { type: 'string', default: '0.0.0.0', describe: 'Address for --metrics-port', group: 'Operations:' },
-      'log-level': { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'Log level (debug adds protocol traces)', group: 'Logging:' },
-      'log-format': { choices: LOG_FORMATS, default: 'text' as LogFormat, describe: 'Log line format', group: 'Logging:' },
+    .config('config', 'YAML or JSON file with the same keys as the flags (flags > environment > file > defaults)', (path: string) => {
+      file.path = path;
+      file.values = readConfigFile(path);
+      return file.values;
     })
+    .options(OPTIONS)
     .strict()
     .help()
     .alias('h', 'help')
@@ -124,51 +139,106 @@ function withoutCamelCaseTwins(message: string): string {
   return `${typed.length > 1 ? 'Unknown arguments' : 'Unknown argument'}: ${typed.join(', ')}`;
 }
 
+export interface ParsedCommandLine {
+  readonly config: ProxyConfig;
+  /** --print-config: the effective settings, by flag name, to be shown instead of running. */
+  readonly print: Record<string, unknown> | undefined;
+}
+
 /** Parses argv; returns undefined when --help or --version was answered. */
-export async function parseConfig(argv: readonly string[]): Promise<ProxyConfig | undefined> {
-  const y = parser(argv);
-  const raw = await y.parseAsync();
+export async function parseCommandLine(argv: readonly string[]): Promise<ParsedCommandLine | undefined> {
+  const file: ConfigFile = { path: undefined, values: {} };
+  const raw = await parser(argv, file).parseAsync();
   if (raw.help || raw.version) return undefined;
-  return validate(raw);
+  const config = validate(raw, origins(argv, file));
+  return { config, print: raw['print-config'] ? effectiveSettings(raw) : undefined };
+}
+
+/** Parses argv into a configuration; undefined when --help or --version was answered. */
+export async function parseConfig(argv: readonly string[]): Promise<ProxyConfig | undefined> {
+  return (await parseCommandLine(argv))?.config;
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`--config: cannot read ${path}: ${(err as Error).message}`);
+  }
+  let values: unknown;
+  try {
+    // YAML is a superset of JSON: one parser reads both.
+    values = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(`--config: ${path} is neither YAML nor JSON: ${(err as Error).message.split('\n', 1)[0]}`);
+  }
+  if (values === null || values === undefined) return {};
+  if (typeof values !== 'object' || Array.isArray(values)) throw new ConfigError(`--config: ${path} must hold a mapping of flag names to values`);
+  const unknown = Object.keys(values).find((key) => !(key in OPTIONS) || key === 'print-config');
+  if (unknown !== undefined) throw new ConfigError(`--config: ${path} has an unknown setting "${unknown}"`);
+  return values as Record<string, unknown>;
+}
+
+/** Names where a setting came from, for error messages: the flag, the variable or the file. */
+function origins(argv: readonly string[], file: ConfigFile): (key: string) => string {
+  return (key) => {
+    const typed = argv.some((a) => a === `--${key}` || a.startsWith(`--${key}=`) || a === `--no-${key}`);
+    const variable = `${ENV_PREFIX}_${key.toUpperCase().replace(/-/g, '_')}`;
+    if (typed) return `--${key}`;
+    if (process.env[variable] !== undefined) return variable;
+    if (file.path !== undefined && key in file.values) return `${key} in ${file.path}`;
+    return `--${key}`;
+  };
+}
+
+/** Settings shown by --print-config: every flag's effective value. Nothing here is secret. */
+function effectiveSettings(raw: Raw): Record<string, unknown> {
+  const shown: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(raw)) {
+    if (key === '_' || key === '$0' || key === 'config' || key === 'print-config' || /[A-Z]/.test(key)) continue;
+    shown[key] = value;
+  }
+  return shown;
 }
 
 type Raw = Awaited<ReturnType<ReturnType<typeof parser>['parseAsync']>>;
 
-function validate(raw: Raw): ProxyConfig {
+function validate(raw: Raw, at: (key: string) => string): ProxyConfig {
   const imapHost = raw['imap-host'];
-  if (!imapHost) throw new ConfigError('--imap-host is required (or POP3PROXY_IMAP_HOST)');
+  if (!imapHost) throw new ConfigError('--imap-host is required (or POP3PROXY_IMAP_HOST, or imap-host in a --config file)');
   const tls = raw['imap-tls'];
   const uidlFormat = raw['uidl-format'];
   try {
     compileUidlFormat(uidlFormat);
   } catch (err) {
-    throw new ConfigError(`--uidl-format: ${(err as Error).message}`);
+    throw new ConfigError(`${at('uidl-format')}: ${(err as Error).message}`);
   }
   return {
-    listen: { host: raw.host, port: port('--port', raw.port, true) },
+    listen: { host: raw.host, port: port(at('port'), raw.port, true) },
     imap: {
       host: imapHost,
-      port: port('--imap-port', raw['imap-port'] ?? (tls === 'implicit' ? 993 : 143), false),
+      port: port(at('imap-port'), raw['imap-port'] ?? (tls === 'implicit' ? 993 : 143), false),
       tls,
       verifyTls: raw['imap-tls-verify'],
-      ca: raw['imap-ca'] === undefined ? undefined : readCa(raw['imap-ca']),
-      mailbox: nonEmpty('--mailbox', raw.mailbox),
+      ca: raw['imap-ca'] === undefined ? undefined : readCa(at('imap-ca'), raw['imap-ca']),
+      mailbox: nonEmpty(at('mailbox'), raw.mailbox),
       servername: raw['imap-servername'],
     },
-    tls: tlsConfig(raw),
+    tls: tlsConfig(raw, at),
     allowPlaintextAuth: raw['allow-plaintext-auth'],
     limits: {
-      maxConnections: count('--max-connections', raw['max-connections']),
-      maxConnectionsPerIp: count('--max-connections-per-ip', raw['max-connections-per-ip']),
-      authTimeoutMs: seconds('--auth-timeout', raw['auth-timeout']),
-      maxAuthFailures: count('--max-auth-failures', raw['max-auth-failures']),
-      authFailDelayMs: seconds('--auth-fail-delay', raw['auth-fail-delay'], true),
-      maxErrors: count('--max-errors', raw['max-errors']),
+      maxConnections: count(at('max-connections'), raw['max-connections']),
+      maxConnectionsPerIp: count(at('max-connections-per-ip'), raw['max-connections-per-ip']),
+      authTimeoutMs: seconds(at('auth-timeout'), raw['auth-timeout']),
+      maxAuthFailures: count(at('max-auth-failures'), raw['max-auth-failures']),
+      authFailDelayMs: seconds(at('auth-fail-delay'), raw['auth-fail-delay'], true),
+      maxErrors: count(at('max-errors'), raw['max-errors']),
     },
-    metrics: raw['metrics-port'] === undefined ? undefined : { host: raw['metrics-host'], port: port('--metrics-port', raw['metrics-port'], true) },
-    idleTimeoutMs: seconds('--idle-timeout', raw['idle-timeout']),
-    shutdownGraceMs: seconds('--shutdown-grace', raw['shutdown-grace'], true),
-    backendTimeoutMs: seconds('--backend-timeout', raw['backend-timeout']),
+    metrics: raw['metrics-port'] === undefined ? undefined : { host: raw['metrics-host'], port: port(at('metrics-port'), raw['metrics-port'], true) },
+    idleTimeoutMs: seconds(at('idle-timeout'), raw['idle-timeout']),
+    shutdownGraceMs: seconds(at('shutdown-grace'), raw['shutdown-grace'], true),
+    backendTimeoutMs: seconds(at('backend-timeout'), raw['backend-timeout']),
     uidlFormat,
     log: { level: raw['log-level'], format: raw['log-format'] },
   };
@@ -181,7 +251,7 @@ function port(flag: string, value: number, allowZero: boolean): number {
   return value;
 }
 
-function tlsConfig(raw: Raw): TlsConfig | undefined {
+function tlsConfig(raw: Raw, at: (key: string) => string): TlsConfig | undefined {
   const certFile = raw['tls-cert'];
   const keyFile = raw['tls-key'];
   const tlsPort = raw['tls-port'];
@@ -194,9 +264,9 @@ function tlsConfig(raw: Raw): TlsConfig | undefined {
   try {
     loadTlsCredentials(certFile, keyFile);
   } catch (err) {
-    throw new ConfigError(`--tls-cert/--tls-key: ${(err as Error).message}`);
+    throw new ConfigError(`${at('tls-cert')}/${at('tls-key')}: ${(err as Error).message}`);
   }
-  return { certFile, keyFile, port: tlsPort === undefined ? undefined : port('--tls-port', tlsPort, true) };
+  return { certFile, keyFile, port: tlsPort === undefined ? undefined : port(at('tls-port'), tlsPort, true) };
 }
 
 function count(flag: string, value: number): number {
@@ -218,12 +288,12 @@ function nonEmpty(flag: string, value: string): string {
   return value;
 }
 
-function readCa(file: string): Buffer {
+function readCa(flag: string, file: string): Buffer {
   try {
     const pem = readFileSync(file);
     if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate in it');
     return pem;
   } catch (err) {
-    throw new ConfigError(`--imap-ca: cannot use ${file}: ${(err as Error).message}`);
+    throw new ConfigError(`${flag}: cannot use ${file}: ${(err as Error).message}`);
   }
 }
