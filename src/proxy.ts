@@ -13,6 +13,7 @@ import type { LockRegistry } from './lock/lock-registry.js';
 import { MemoryLockRegistry } from './lock/memory-lock-registry.js';
 import { AuthThrottle } from './limits/auth-throttle.js';
 import { ConnectionLimiter } from './limits/connection-limiter.js';
+import { LoginDelay } from './limits/login-delay.js';
 import { startMetricsEndpoint } from './metrics/http-endpoint.js';
 import { ProxyMetrics } from './metrics/metrics.js';
 import { Pop3Server } from './pop3/server.js';
@@ -83,12 +84,16 @@ export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegi
       uidl: compileUidlFormat(config.uidlFormat),
       chunkSize: DOWNLOAD_CHUNK,
       cacheMessages: SNAPSHOT_CACHE_MESSAGES,
+      maxMessages: config.policy.maxMessages,
+      markSeen: config.policy.markSeen,
+      deleteMode: config.policy.deleteMode,
       onStep: (step, seconds) => metrics.backendStep(step, seconds),
     },
     logger,
   );
   const tls = config.tls && new TlsCredentials(config.tls.certFile, config.tls.keyFile);
   const throttle = new AuthThrottle(config.limits.authFailDelayMs);
+  const loginDelay = config.policy.loginDelayS === undefined ? undefined : new LoginDelay(config.policy.loginDelayS * 1000);
   const pop3 = new Pop3Server(
     {
       host: config.listen.host,
@@ -114,6 +119,11 @@ export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegi
         maxAuthFailures: config.limits.maxAuthFailures,
         maxErrors: config.limits.maxErrors,
         authFailed: (address) => throttle.failed(address),
+        greeting: config.policy.greeting,
+        loginDelayS: config.policy.loginDelayS,
+        loginWait: (mailbox) => loginDelay?.wait(mailbox) ?? 0,
+        loggedIn: (mailbox) => loginDelay?.loggedIn(mailbox),
+        expire: config.policy.expire,
       },
       events: metrics,
     },

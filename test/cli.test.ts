@@ -36,7 +36,8 @@ test('--help lists every flag with its default', () => {
   for (const flag of ['--imap-host', '--imap-port', '--imap-tls', '--imap-tls-verify', '--imap-ca', '--mailbox', '--host', '--port',
     '--idle-timeout', '--backend-timeout', '--uidl-format', '--log-level', '--log-format', '--shutdown-grace', '--tls-cert', '--tls-key',
     '--tls-port', '--allow-plaintext-auth', '--imap-servername', '--max-connections', '--max-connections-per-ip', '--auth-timeout',
-    '--max-auth-failures', '--auth-fail-delay', '--max-errors']) {
+    '--max-auth-failures', '--auth-fail-delay', '--max-errors', '--config', '--print-config', '--metrics-port', '--max-messages', '--mark-seen',
+    '--delete-mode', '--greeting', '--login-delay', '--expire']) {
     assert.ok(r.stdout.includes(flag), flag);
   }
   assert.match(r.stdout, /default: 600/);
@@ -63,7 +64,7 @@ test('bad values end the program at once with one line naming the flag and exit 
 });
 
 test('flags come from POP3PROXY_* environment variables, and flags win', () => {
-  assert.match(run([], { POP3PROXY_IMAP_HOST: 'h', POP3PROXY_PORT: '70000' }).stderr, /--port: 70000/);
+  assert.match(run([], { POP3PROXY_IMAP_HOST: 'h', POP3PROXY_PORT: '70000' }).stderr, /POP3PROXY_PORT: 70000/);
   assert.match(run(['--port', '70001'], { POP3PROXY_IMAP_HOST: 'h', POP3PROXY_PORT: '70000' }).stderr, /--port: 70001/);
 });
 

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import yargs from 'yargs';
 import type { ImapTlsMode } from '../imap/imap-client.js';
+import type { DeleteMode } from '../imap/imap-maildrop.js';
 import { loadTlsCredentials } from '../tls/tls-credentials.js';
 import { compileUidlFormat, DEFAULT_UIDL_FORMAT } from '../imap/uidl-format.js';
 import type { LogFormat, LogLevel } from '../logging/logger.js';
@@ -28,6 +29,7 @@ export interface ProxyConfig {
   /** Accept USER/PASS and AUTH PLAIN/LOGIN over unencrypted connections from other hosts. */
   readonly allowPlaintextAuth: boolean;
   readonly limits: AbuseLimits;
+  readonly policy: MailboxPolicy;
   /** Where /metrics, /healthz and /readyz are served; undefined for nowhere. */
   readonly metrics: { readonly host: string; readonly port: number } | undefined;
   readonly idleTimeoutMs: number;
@@ -43,6 +45,19 @@ export interface TlsConfig {
   readonly keyFile: string;
   /** Port for implicit TLS (RFC 8314), or undefined for STLS only. */
   readonly port: number | undefined;
+}
+
+export interface MailboxPolicy {
+  /** Serve only the newest this many messages. */
+  readonly maxMessages: number | undefined;
+  readonly markSeen: boolean;
+  readonly deleteMode: DeleteMode;
+  /** The text after "+OK" in the greeting. */
+  readonly greeting: string;
+  /** Minimum time between two logins of one user (announced as LOGIN-DELAY). */
+  readonly loginDelayS: number | undefined;
+  /** What CAPA announces as EXPIRE: days, or 'NEVER'. */
+  readonly expire: number | 'NEVER' | undefined;
 }
 
 export interface AbuseLimits {
@@ -66,11 +81,18 @@ export class ConfigError extends Error {
 }
 
 export const ENV_PREFIX = 'POP3PROXY';
+const DEFAULT_GREETING = 'POP3 server ready.';
 const TLS_MODES = ['implicit', 'starttls', 'none'] as const;
 const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 const LOG_FORMATS = ['text', 'json'] as const;
 
 const OPTIONS = {
+  'max-messages': { type: 'number', describe: 'Serve only the newest N messages of the mailbox', group: 'Mailbox policy:' },
+  'mark-seen': { type: 'boolean', default: false, describe: 'Set \\Seen on a message once RETR delivered it', group: 'Mailbox policy:' },
+  'delete-mode': { type: 'string', default: 'expunge', describe: 'What QUIT does with deleted messages: expunge, move:FOLDER (keep a copy there) or flag (leave them flagged \\Deleted)', group: 'Mailbox policy:' },
+  greeting: { type: 'string', default: DEFAULT_GREETING, describe: 'Text of the greeting after "+OK" (at most 506 octets)', group: 'Mailbox policy:' },
+  'login-delay': { type: 'number', describe: 'Seconds a user must wait between logins; announced in CAPA as LOGIN-DELAY', group: 'Mailbox policy:' },
+  expire: { type: 'string', describe: 'Days the server keeps retrieved mail, or NEVER; announced in CAPA as EXPIRE', group: 'Mailbox policy:' },
   'print-config': { type: 'boolean', default: false, describe: 'Print the effective configuration and exit', group: 'Operations:' },
   'imap-host': { type: 'string', describe: 'IMAP server to proxy to (required)', group: 'Backend:' },
   'imap-port': { type: 'number', describe: 'IMAP port [default: 993, or 143 unless --imap-tls is implicit]', group: 'Backend:' },
@@ -235,6 +257,14 @@ function validate(raw: Raw, at: (key: string) => string): ProxyConfig {
       authFailDelayMs: seconds(at('auth-fail-delay'), raw['auth-fail-delay'], true),
       maxErrors: count(at('max-errors'), raw['max-errors']),
     },
+    policy: {
+      maxMessages: raw['max-messages'] === undefined ? undefined : count(at('max-messages'), raw['max-messages']),
+      markSeen: raw['mark-seen'],
+      deleteMode: deleteMode(at('delete-mode'), raw['delete-mode']),
+      greeting: greeting(at('greeting'), raw.greeting),
+      loginDelayS: raw['login-delay'] === undefined ? undefined : seconds(at('login-delay'), raw['login-delay']) / 1000,
+      expire: raw.expire === undefined ? undefined : expire(at('expire'), raw.expire),
+    },
     metrics: raw['metrics-port'] === undefined ? undefined : { host: raw['metrics-host'], port: port(at('metrics-port'), raw['metrics-port'], true) },
     idleTimeoutMs: seconds(at('idle-timeout'), raw['idle-timeout']),
     shutdownGraceMs: seconds(at('shutdown-grace'), raw['shutdown-grace'], true),
@@ -267,6 +297,28 @@ function tlsConfig(raw: Raw, at: (key: string) => string): TlsConfig | undefined
     throw new ConfigError(`${at('tls-cert')}/${at('tls-key')}: ${(err as Error).message}`);
   }
   return { certFile, keyFile, port: tlsPort === undefined ? undefined : port(at('tls-port'), tlsPort, true) };
+}
+
+function deleteMode(flag: string, value: string): DeleteMode {
+  if (value === 'expunge' || value === 'flag') return { kind: value };
+  const folder = /^move:(.+)$/.exec(value)?.[1];
+  if (folder !== undefined && folder.trim() !== '') return { kind: 'move', folder };
+  throw new ConfigError(`${flag}: ${value} is not expunge, flag or move:FOLDER`);
+}
+
+function greeting(flag: string, value: string): string {
+  if (/[\r\n\0]/.test(value)) throw new ConfigError(`${flag} must be one line`);
+  // "+OK " and CRLF leave 506 of the 512 octets a reply line may have.
+  if (Buffer.byteLength(value) > 506) throw new ConfigError(`${flag} is longer than 506 octets`);
+  // A <...> in the greeting is an APOP timestamp to clients, and a proxy cannot do APOP.
+  if (/<[^>]*>/.test(value)) throw new ConfigError(`${flag} must not contain <...>: clients would take it for an APOP challenge`);
+  return value;
+}
+
+function expire(flag: string, value: string): number | 'NEVER' {
+  if (value.toUpperCase() === 'NEVER') return 'NEVER';
+  if (/^\d{1,5}$/.test(value)) return Number(value);
+  throw new ConfigError(`${flag}: ${value} is not a number of days or NEVER`);
 }
 
 function count(flag: string, value: number): number {

@@ -16,6 +16,10 @@ import { parseUidSet, uidSet } from './uid-set.js';
 import type { UidlFormatter } from './uidl-format.js';
 
 const DELETED = '\\Deleted';
+const SEEN = '\\Seen';
+
+/** Remove for good, move to a folder (keeping a copy), or only leave them flagged \Deleted. */
+export type DeleteMode = { readonly kind: 'expunge' } | { readonly kind: 'move'; readonly folder: string } | { readonly kind: 'flag' };
 
 export interface ImapBackendOptions extends ImapSettings {
   readonly uidl: UidlFormatter;
@@ -23,6 +27,12 @@ export interface ImapBackendOptions extends ImapSettings {
   readonly chunkSize: number;
   /** Messages whose UID and size are kept between sessions, over all mailboxes. */
   readonly cacheMessages: number;
+  /** Serve only the newest this many messages; undefined for all. */
+  readonly maxMessages: number | undefined;
+  /** Set \Seen on a message once RETR delivered it whole. */
+  readonly markSeen: boolean;
+  /** What QUIT does with the deleted messages. */
+  readonly deleteMode: DeleteMode;
   /** Told how long each backend step took (for metrics). */
   readonly onStep?: (step: string, seconds: number) => void;
 }
@@ -85,10 +95,13 @@ export class ImapMaildrop implements Maildrop {
     this.cache.set(this.mailboxKey, listing);
     const uidValidity = Number(mailbox.uidValidity);
     const entries: SnapshotEntry[] = [];
-    listing.uids.forEach((uid, i) => {
+    // The newest messages have the highest UIDs.
+    const first = Math.max(0, listing.uids.length - (this.options.maxMessages ?? listing.uids.length));
+    for (let i = first; i < listing.uids.length; i++) {
+      const uid = listing.uids[i]!;
       if (listing.deleted.has(uid)) this.flaggedBefore.add(uid);
       entries.push({ uid, size: listing.sizes[i]!, uidl: this.options.uidl(uid, uidValidity) });
-    });
+    }
     this.snapshot = entries;
     this.readAhead = new ReadAhead(this.client, entries, (index) => this.flaggedByUs.has(entries[index]!.uid));
     return entries;
@@ -191,9 +204,16 @@ export class ImapMaildrop implements Maildrop {
     for (const uid of uids) this.flaggedByUs.delete(uid);
   }
 
+  async retrieved(index: number): Promise<void> {
+    if (!this.options.markSeen) return;
+    const uid = this.uidOf(index);
+    const done = await this.step(`flagging UID ${uid} \\Seen`, () => this.client.messageFlagsAdd(String(uid), [SEEN], { uid: true }));
+    if (!done) throw this.commandFailed(`flagging UID ${uid} \\Seen`);
+  }
+
   async commit(indexes: readonly number[]): Promise<void> {
     const uids = indexes.map((i) => this.uidOf(i));
-    if (uids.length > 0) await this.expunge(uids);
+    if (uids.length > 0) await this.remove(uids);
     this.flaggedByUs.clear();
     this.ended = true;
     await this.logout(this.client);
@@ -209,6 +229,17 @@ export class ImapMaildrop implements Maildrop {
     } finally {
       await this.logout(this.client);
     }
+  }
+
+  /** What QUIT does with the messages deleted in the session, as the delete mode says. */
+  private async remove(uids: number[]): Promise<void> {
+    const mode = this.options.deleteMode;
+    if (mode.kind === 'flag') return;
+    if (mode.kind === 'expunge') return this.expunge(uids);
+    // The copy in the folder must not carry the \Deleted flag the session set.
+    await this.removeFlags(this.client, uids.filter((uid) => this.flaggedByUs.has(uid)));
+    const moved = await this.step(`moving to ${mode.folder}`, () => this.client.messageMove(uidSet(uids), mode.folder, { uid: true }));
+    if (!moved) throw this.commandFailed(`moving the deleted messages to ${mode.folder}`);
   }
 
   /**
@@ -254,6 +285,7 @@ export class ImapMaildrop implements Maildrop {
   }
 
   private async removeFlags(client: ImapFlow, uids: number[]): Promise<void> {
+    if (uids.length === 0) return;
     const done = await withTimeout(
       client.messageFlagsRemove(uidSet(uids), [DELETED], { uid: true }),
       this.options.timeoutMs,

@@ -38,11 +38,13 @@ export interface Maildrop {
   open(): Promise<readonly MessageEntry[]>;
   /** The raw message, streamed; fails with an error if it cannot be delivered whole. */
   read(index: number): Promise<Readable>;
+  /** Tells the store that RETR delivered this message whole (it may mark it read). */
+  retrieved(index: number): Promise<void>;
   /** Marks a message for deletion in the store (reversible). */
   markDeleted(index: number): Promise<void>;
   /** Takes back the marks this session set on these messages. */
   unmarkDeleted(indexes: readonly number[]): Promise<void>;
-  /** Removes exactly these messages for good and ends the session with the store. */
+  /** Removes exactly these messages (as the store is configured to) and ends the session with the store. */
   commit(indexes: readonly number[]): Promise<void>;
   /**
    * Ends the session with the store without removing anything, taking back every mark this

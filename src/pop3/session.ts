@@ -55,6 +55,16 @@ export interface SessionPolicy {
   readonly maxErrors: number;
   /** Notes a failed login from an address; returns the delay before answering it. */
   authFailed(address: string): number;
+  /** The text after "+OK" in the greeting. */
+  readonly greeting: string;
+  /** Announced in CAPA as LOGIN-DELAY, and enforced. */
+  readonly loginDelayS: number | undefined;
+  /** Seconds until this mailbox may be logged in to again (0: now). */
+  loginWait(mailboxKey: string): number;
+  /** Notes a successful login, for the LOGIN-DELAY. */
+  loggedIn(mailboxKey: string): void;
+  /** Announced in CAPA as EXPIRE. */
+  readonly expire: number | 'NEVER' | undefined;
 }
 
 export type LoginOutcome = 'ok' | 'auth' | 'in-use' | 'backend-error';
@@ -138,7 +148,7 @@ export class Pop3Session {
 
   greeting(): Buffer {
     // No APOP timestamp: a proxy never holds the secret APOP needs, and clients that see one try it.
-    return okLine('POP3 server ready.');
+    return okLine(this.services.policy.greeting);
   }
 
   /** Handles one command line. Resolves when its reply has been written. */
@@ -262,10 +272,19 @@ export class Pop3Session {
 
   private trace(command: Command | undefined, line: Buffer): void {
     if (!this.logger.isDebugEnabled()) return;
-    // Never log what follows PASS (or any unknown line that might carry a secret).
-    const shown = !command || !COMMANDS[command.verb] ? `<unrecognised line, ${line.length} bytes>` : command.verb === 'PASS' ? 'PASS ***' : `${command.verb} ${command.args.join(' ')}`.trim();
-    this.logger.debug(`C: ${shown}`, this.logMeta());
+    this.logger.debug(`C: ${shownCommand(command, line)}`, this.logMeta());
   }
+}
+
+/**
+ * A command line as the log may show it: never a password, a SASL response (an AUTH initial
+ * response carries credentials or a token), or an unknown line that might carry either.
+ */
+function shownCommand(command: Command | undefined, line: Buffer): string {
+  if (!command || !COMMANDS[command.verb]) return `<unrecognised line, ${line.length} bytes>`;
+  if (command.verb === 'PASS') return 'PASS ***';
+  if (command.verb === 'AUTH') return command.args.length > 1 ? `AUTH ${command.args[0]} ***` : `AUTH ${command.args.join(' ')}`.trim();
+  return `${command.verb} ${command.args.join(' ')}`.trim();
 }
 
 /** A write failed because the client is gone. */

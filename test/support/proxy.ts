@@ -3,7 +3,7 @@
  * log captured so tests can read it.
  */
 import { Writable } from 'node:stream';
-import type { AbuseLimits, ProxyConfig } from '../../src/config/options.js';
+import type { AbuseLimits, MailboxPolicy, ProxyConfig } from '../../src/config/options.js';
 import type { ImapTlsMode } from '../../src/imap/imap-client.js';
 import type { LockRegistry } from '../../src/lock/lock-registry.js';
 import { createLogger, type LogFormat, type LogLevel } from '../../src/logging/logger.js';
@@ -42,6 +42,7 @@ export interface TestProxyOptions {
   imapVerifyTls?: boolean;
   /** Serve /metrics, /healthz and /readyz on a free port (server.metricsAddress). */
   metrics?: boolean;
+  policy?: Partial<MailboxPolicy>;
 }
 
 /** Generous limits, so that tests which are not about them never meet them. */
@@ -76,6 +77,15 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
     tls: options.tls && { certFile: options.tls.certFile, keyFile: options.tls.keyFile, port: options.tls.implicit ? 0 : undefined },
     allowPlaintextAuth: options.allowPlaintextAuth ?? false,
     limits: { ...TEST_LIMITS, ...options.limits },
+    policy: {
+      maxMessages: undefined,
+      markSeen: false,
+      deleteMode: { kind: 'expunge' },
+      greeting: 'POP3 server ready.',
+      loginDelayS: undefined,
+      expire: undefined,
+      ...options.policy,
+    },
     idleTimeoutMs: options.idleTimeoutMs ?? 600_000,
     shutdownGraceMs: 0,
     metrics: options.metrics ? { host: '127.0.0.1', port: 0 } : undefined,

@@ -56,6 +56,14 @@ export async function login(session: Pop3Session, credentials: Credentials): Pro
     return refuse(session, err);
   }
   session.pendingMaildrop = maildrop;
+  const wait = session.services.policy.loginWait(maildrop.mailboxKey);
+  if (wait > 0) {
+    session.pendingMaildrop = undefined;
+    await maildrop.abandon().catch(() => undefined);
+    session.logger.info(`Login refused: logged in too recently (LOGIN-DELAY), ${wait} s to wait`, session.logMeta());
+    session.user = undefined;
+    return session.error(`Logged in too recently; try again in ${wait} seconds.`, 'LOGIN-DELAY');
+  }
   const lockStarted = performance.now();
   const lease = await session.services.locks.acquire(maildrop.mailboxKey);
   session.services.events.lockWaited((performance.now() - lockStarted) / 1000);
@@ -73,6 +81,7 @@ export async function login(session: Pop3Session, credentials: Credentials): Pro
     session.transaction = { user, maildrop, lease, messages, deleted: new Set() };
     session.state = 'transaction';
     session.io.loggedIn();
+    session.services.policy.loggedIn(maildrop.mailboxKey);
     session.services.events.login('ok');
   } catch (err) {
     session.pendingMaildrop = undefined;

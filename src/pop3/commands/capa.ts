@@ -13,6 +13,9 @@ export const CAPA: CommandHandler = {
       // Where passwords are refused, offering ways to send them would only invite the mistake.
       if (!session.plaintextAuthRefused) caps.push('USER', `SASL ${SASL_MECHANISMS.join(' ')}`);
     }
+    const { loginDelayS, expire } = session.services.policy;
+    if (loginDelayS !== undefined) caps.push(`LOGIN-DELAY ${loginDelayS}`);
+    if (expire !== undefined) caps.push(`EXPIRE ${expire}`);
     caps.push(`IMPLEMENTATION ${session.services.implementation}`);
     await session.io.send(multiLine('Capability list follows', caps));
   },

@@ -23,6 +23,12 @@ export const RETR: CommandHandler = {
     session.stats.retrieved++;
     session.stats.retrievedBytes += sent;
     session.services.events.retrieved(sent, true);
+    try {
+      await tx.maildrop.retrieved(index);
+    } catch (err) {
+      // The message was delivered; only its read mark is missing. Not worth failing the session.
+      session.logger.warn(`Marking message ${index + 1} read failed: ${describe(err)}`, session.logMeta());
+    }
   },
 };
 
