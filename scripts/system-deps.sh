@@ -23,6 +23,7 @@ readonly DEPS=(
   "mpop:mpop"
   "python3:python3"
   "getmail6:getmail"
+  "haproxy:haproxy"
 )
 
 # The tests also call these, which come with the packages above.

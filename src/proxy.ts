@@ -107,6 +107,7 @@ export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegi
       limiter: new ConnectionLimiter(config.limits),
       tls,
       tlsPort: config.tls?.port,
+      proxyProtocol: config.proxyProtocol,
     },
     {
       provider,

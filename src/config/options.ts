@@ -26,6 +26,8 @@ export interface ProxyConfig {
   };
   /** Client-side TLS: STLS on the plain port, and implicit TLS on its own port if given. */
   readonly tls: TlsConfig | undefined;
+  /** Connections start with a HAProxy PROXY protocol header (v1 or v2) naming the real client. */
+  readonly proxyProtocol: boolean;
   /** Accept USER/PASS and AUTH PLAIN/LOGIN over unencrypted connections from other hosts. */
   readonly allowPlaintextAuth: boolean;
   readonly limits: AbuseLimits;
@@ -106,6 +108,7 @@ const OPTIONS = {
   host: { type: 'string', default: '0.0.0.0', describe: 'Address to listen on for POP3', group: 'POP3:' },
   port: { type: 'number', default: 110, describe: 'Port to listen on for POP3 (0 picks a free one)', group: 'POP3:' },
   'idle-timeout': { type: 'number', default: 600, describe: 'Seconds of client inactivity before a session is ended', group: 'POP3:' },
+  'proxy-protocol': { type: 'boolean', default: false, describe: 'Expect a HAProxy PROXY protocol header (v1 or v2) on every connection, from a load balancer', group: 'POP3:' },
   'shutdown-grace': { type: 'number', default: 10, describe: 'Seconds running sessions may go on after SIGTERM/SIGINT before they are ended', group: 'POP3:' },
   'tls-cert': { type: 'string', describe: 'PEM certificate (chain) for client TLS: enables STLS, and --tls-port', group: 'POP3 TLS:' },
   'tls-key': { type: 'string', describe: 'PEM private key for --tls-cert', group: 'POP3 TLS:' },
@@ -249,6 +252,7 @@ function validate(raw: Raw, at: (key: string) => string): ProxyConfig {
     },
     tls: tlsConfig(raw, at),
     allowPlaintextAuth: raw['allow-plaintext-auth'],
+    proxyProtocol: raw['proxy-protocol'],
     limits: {
       maxConnections: count(at('max-connections'), raw['max-connections']),
       maxConnectionsPerIp: count(at('max-connections-per-ip'), raw['max-connections-per-ip']),

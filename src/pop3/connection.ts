@@ -7,6 +7,7 @@
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'winston';
+import type { ClientInfo } from '../maildrop/maildrop.js';
 import type { TlsCredentials } from '../tls/tls-credentials.js';
 import { LineReader, type LineEvent } from './line-reader.js';
 import { errLine } from './responses.js';
@@ -58,14 +59,13 @@ export class Pop3Connection implements SessionIO {
     socket: Socket,
     services: SessionServices,
     private readonly limits: ConnectionLimits,
-    options: { readonly secure: boolean; readonly tls: TlsCredentials | undefined },
+    options: { readonly secure: boolean; readonly tls: TlsCredentials | undefined; readonly client: ClientInfo },
   ) {
     this.socket = socket;
     this.isSecure = options.secure;
     this.tls = options.tls;
     this.logger = services.logger;
-    const client = { address: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
-    this.session = new Pop3Session(this, client, services);
+    this.session = new Pop3Session(this, options.client, services);
     socket.setNoDelay(true);
     this.listen(socket);
     socket.on('error', (err) => this.logger.debug(`Client connection error: ${err.message}`, this.session.logMeta()));
@@ -163,6 +163,8 @@ export class Pop3Connection implements SessionIO {
 
   private listen(socket: Socket): void {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    // A socket paused after its PROXY header was read does not start flowing by itself.
+    socket.resume();
   }
 
   private onData(chunk: Buffer): void {

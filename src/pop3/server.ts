@@ -8,8 +8,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import tls from 'node:tls';
 import type { Logger } from 'winston';
 import type { ConnectionLimiter } from '../limits/connection-limiter.js';
+import type { ClientInfo } from '../maildrop/maildrop.js';
 import type { TlsCredentials } from '../tls/tls-credentials.js';
 import { Pop3Connection, type ConnectionLimits } from './connection.js';
+import { readProxyHeader } from './proxy-protocol.js';
 import { errLine } from './responses.js';
 import type { SessionServices } from './session.js';
 
@@ -22,11 +24,13 @@ export interface Pop3ServerOptions {
   readonly tls: TlsCredentials | undefined;
   /** Port for implicit TLS; undefined for none. */
   readonly tlsPort: number | undefined;
+  /** Every connection starts with a PROXY protocol header naming the real client. */
+  readonly proxyProtocol: boolean;
 }
 
 export class Pop3Server {
   private readonly server: net.Server;
-  private readonly tlsServer: tls.Server | undefined;
+  private readonly tlsServer: net.Server | undefined;
   private readonly connections = new Set<Pop3Connection>();
   private readonly logger: Logger;
 
@@ -35,15 +39,12 @@ export class Pop3Server {
     private readonly services: SessionServices,
   ) {
     this.logger = services.logger;
-    this.server = net.createServer((socket) => this.accept(socket, false));
+    this.server = net.createServer((socket) => this.onSocket(socket, false));
     this.server.on('error', (err) => this.logger.error(`Listener error: ${err.message}`));
     if (options.tls && options.tlsPort !== undefined) {
-      this.tlsServer = tls.createServer(
-        // A handshake that does not finish in time holds a socket, not a session slot.
-        { ...options.tls.serverOptions(), handshakeTimeout: options.limits.authTimeoutMs },
-        (socket) => this.accept(socket, true),
-      );
-      this.tlsServer.on('tlsClientError', (err, socket) => this.logger.debug(`TLS handshake failed from ${socket.remoteAddress}: ${err.message}`));
+      // A plain listener whose connections are wrapped in TLS by hand: a PROXY header, when
+      // there is one, comes before the TLS handshake.
+      this.tlsServer = net.createServer((socket) => this.onSocket(socket, true));
       this.tlsServer.on('error', (err) => this.logger.error(`TLS listener error: ${err.message}`));
     }
   }
@@ -74,7 +75,6 @@ export class Pop3Server {
     if (!credentials) return;
     try {
       credentials.reload();
-      this.tlsServer?.setSecureContext(credentials.serverOptions());
       this.logger.info('TLS certificate reloaded');
     } catch (err) {
       this.logger.error(`TLS certificate not reloaded, keeping the current one: ${(err as Error).message}`);
@@ -95,22 +95,51 @@ export class Pop3Server {
     await Promise.all(closed);
   }
 
-  private accept(socket: net.Socket, secure: boolean): void {
-    const admission = this.options.limiter.admit(socket.remoteAddress ?? 'unknown');
+  private onSocket(socket: net.Socket, implicitTls: boolean): void {
+    socket.on('error', (err) => this.logger.debug(`Connection error from ${socket.remoteAddress}: ${err.message}`));
+    if (!this.options.proxyProtocol) return this.admit(socket, implicitTls, undefined);
+    readProxyHeader(socket, this.options.limits.authTimeoutMs).then(
+      (client) => this.admit(socket, implicitTls, client),
+      (err: Error) => {
+        this.logger.info(`Connection from ${socket.remoteAddress} dropped: ${err.message}`);
+        socket.destroy();
+      },
+    );
+  }
+
+  /** Admits the connection within the limits, then starts TLS if the port wants it, then the session. */
+  private admit(socket: net.Socket, implicitTls: boolean, announced: ClientInfo | undefined): void {
+    const client = announced ?? { address: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
+    const admission = this.options.limiter.admit(client.address);
     if (!admission.admitted) {
-      this.logger.info(`Connection from ${socket.remoteAddress} refused: ${admission.reason}`);
+      this.logger.info(`Connection from ${client.address} refused: ${admission.reason}`);
       this.services.events.connectionRefused(admission.limit);
-      socket.on('error', () => undefined);
+      // A TLS client could not read a plaintext reply.
+      if (implicitTls) return void socket.destroy();
       socket.end(errLine(admission.reason, 'SYS/TEMP'));
       setTimeout(() => socket.destroy(), 2000).unref();
       return;
     }
-    const connection = new Pop3Connection(socket, this.services, this.options.limits, { secure, tls: this.options.tls });
-    this.connections.add(connection);
-    socket.once('close', () => {
-      this.connections.delete(connection);
-      admission.release();
+    socket.once('close', admission.release);
+    if (!implicitTls) return this.start(socket, false, client);
+    const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: this.options.tls!.secureContext });
+    // A handshake that does not finish in time holds a socket, not a session.
+    const deadline = setTimeout(() => secure.destroy(), this.options.limits.authTimeoutMs);
+    secure.on('error', (err) => {
+      this.logger.debug(`TLS handshake failed from ${client.address}: ${err.message}`);
+      secure.destroy();
     });
+    secure.once('close', () => clearTimeout(deadline));
+    secure.once('secure', () => {
+      clearTimeout(deadline);
+      this.start(secure, true, client);
+    });
+  }
+
+  private start(socket: net.Socket, secure: boolean, client: ClientInfo): void {
+    const connection = new Pop3Connection(socket, this.services, this.options.limits, { secure, tls: this.options.tls, client });
+    this.connections.add(connection);
+    socket.once('close', () => this.connections.delete(connection));
     connection.start();
   }
 }

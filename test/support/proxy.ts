@@ -43,6 +43,7 @@ export interface TestProxyOptions {
   /** Serve /metrics, /healthz and /readyz on a free port (server.metricsAddress). */
   metrics?: boolean;
   policy?: Partial<MailboxPolicy>;
+  proxyProtocol?: boolean;
 }
 
 /** Generous limits, so that tests which are not about them never meet them. */
@@ -76,6 +77,7 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
     },
     tls: options.tls && { certFile: options.tls.certFile, keyFile: options.tls.keyFile, port: options.tls.implicit ? 0 : undefined },
     allowPlaintextAuth: options.allowPlaintextAuth ?? false,
+    proxyProtocol: options.proxyProtocol ?? false,
     limits: { ...TEST_LIMITS, ...options.limits },
     policy: {
       maxMessages: undefined,
