@@ -84,7 +84,8 @@ export class Pop3Connection implements SessionIO {
   }
 
   send(data: Buffer | readonly Buffer[]): Promise<void> {
-    if (this.gone || this.socket.destroyed) return Promise.reject(new ClientGoneError());
+    // After close() nothing more is said: a command that finishes later finds the client gone.
+    if (this.gone || this.closing || this.socket.destroyed) return Promise.reject(new ClientGoneError());
     this.idleTimer.refresh();
     if (this.write(data)) return Promise.resolve();
     const socket = this.socket;
@@ -227,7 +228,9 @@ export class Pop3Connection implements SessionIO {
 
   private hangUp(text: string, reason: EndReason): void {
     if (this.closing) return;
-    if (this.running) {
+    // Before login no reply is ever cut short by a line of ours (they are all one write), so a
+    // login still waiting on the backend gets the reason too.
+    if (this.running && this.session.state !== 'authorization') {
       // A client that stopped reading in the middle of a reply: nothing more can be said.
       this.destroy();
     } else {
