@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import { corpus, mimeMessage } from './support/corpus.js';
-import { imapClient, startDovecot, type Dovecot } from './support/dovecot.js';
+import { startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
 import { settled, startProxy, type TestProxy } from './support/proxy.js';
 import { startRelay } from './support/tcp-relay.js';
@@ -32,22 +32,8 @@ beforeEach(async () => {
   });
 });
 
-async function withImap<T>(run: (imap: ImapFlow) => Promise<T>): Promise<T> {
-  const imap = await imapClient(dovecot, alice);
-  try {
-    await imap.mailboxOpen('INBOX');
-    return await run(imap);
-  } finally {
-    await imap.logout().catch(() => undefined);
-  }
-}
-
-async function login(port: number): Promise<RawPop3> {
-  const c = await RawPop3.connect(port);
-  assert.match(await c.command('USER alice'), /^\+OK/);
-  assert.match(await c.command('PASS alice-secret', 30_000), /^\+OK/);
-  return c;
-}
+const withImap = <T>(run: (imap: ImapFlow) => Promise<T>) => withMailbox(dovecot, alice, run);
+const loginAlice = (port: number) => RawPop3.login(port, alice.name, alice.password);
 
 async function quit(c: RawPop3): Promise<void> {
   assert.match(await c.command('QUIT'), /^\+OK/);
@@ -66,7 +52,7 @@ async function deletedFlags(): Promise<boolean[]> {
 async function listings(): Promise<{ native: string; proxied: string }> {
   const answers: string[] = [];
   for (const port of [dovecot.pop3Port, proxy.port]) {
-    const c = await login(port);
+    const c = await loginAlice(port);
     // Status texts differ between servers; the numbers must not.
     let text = await c.command('STAT');
     for (const command of ['LIST', 'UIDL']) {
@@ -98,10 +84,10 @@ test('a mailbox changed between sessions is listed afresh: new, expunged and re-
 
 test('a \\Deleted flag another client set since the last session is not taken away by our abandoned DELE', async () => {
   for (let i = 1; i <= 3; i++) await dovecot.deliver('alice', `Subject: m${i}\n\nbody\n`);
-  await quit(await login(proxy.port));
+  await quit(await loginAlice(proxy.port));
   // Only a flag changes: the message count and UIDNEXT stay as the proxy saw them.
   await withImap((imap) => imap.messageFlagsAdd('1', ['\\Deleted']));
-  const c = await login(proxy.port);
+  const c = await loginAlice(proxy.port);
   assert.match(await c.command('DELE 1'), /^\+OK/);
   assert.match(await c.command('DELE 2'), /^\+OK/);
   c.destroy();
@@ -112,9 +98,9 @@ test('a \\Deleted flag another client set since the last session is not taken aw
 test('a \\Deleted flag another client removed since the last session is taken back after our abandoned DELE', async () => {
   for (let i = 1; i <= 3; i++) await dovecot.deliver('alice', `Subject: m${i}\n\nbody\n`);
   await withImap((imap) => imap.messageFlagsAdd('2', ['\\Deleted']));
-  await quit(await login(proxy.port));
+  await quit(await loginAlice(proxy.port));
   await withImap((imap) => imap.messageFlagsRemove('2', ['\\Deleted']));
-  const c = await login(proxy.port);
+  const c = await loginAlice(proxy.port);
   assert.match(await c.command('DELE 2'), /^\+OK/);
   c.destroy();
   await settled(proxy);
@@ -137,7 +123,7 @@ async function fillMixed(): Promise<number> {
 
 /** Sends every command in one write and reads the multi-line bodies, still stuffed. */
 async function pipelinedRetr(port: number, order: number[]): Promise<Buffer[]> {
-  const c = await login(port);
+  const c = await loginAlice(port);
   c.write(order.map((n) => `RETR ${n}\r\n`).join(''));
   const bodies: Buffer[] = [];
   for (const n of order) {
@@ -163,7 +149,7 @@ test('pipelined RETRs in order, in reverse and shuffled return the bytes Dovecot
 test('messages deleted in the session or expunged by another client while the client walks the mailbox', async () => {
   for (let i = 1; i <= 40; i++) await dovecot.deliver('alice', `Subject: m${i}\n\n${`line ${i}\n`.repeat(i * 10)}`);
   const native = await pipelinedRetr(dovecot.pop3Port, [1, 2, 3, 4, 5, 6, 10, 20, 30, 40]);
-  const c = await login(proxy.port);
+  const c = await loginAlice(proxy.port);
   assert.match(await c.command('RETR 1'), /^\+OK/);
   await c.readMultiline();
   assert.match(await c.command('DELE 3'), /^\+OK/);
@@ -191,7 +177,7 @@ test('backend connection cut while messages are read ahead: what arrives whole i
   const relay = await startRelay(dovecot.imapPort);
   const cut = await startProxy({ imapPort: relay.port, logLevel: 'info' });
   try {
-    const c = await login(cut.port);
+    const c = await loginAlice(cut.port);
     assert.match(await c.command('DELE 1'), /^\+OK/);
     relay.cutAfter(1_500_000);
     c.write(Array.from({ length: 199 }, (_, i) => `RETR ${i + 2}\r\n`).join(''));

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
-import { imapClient, startDovecot, type Dovecot } from './support/dovecot.js';
+import { startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
 import { settled, startProxy, type TestProxy } from './support/proxy.js';
 import { startRelay } from './support/tcp-relay.js';
@@ -33,15 +33,8 @@ async function resetMailbox(count: number): Promise<void> {
   for (let i = 1; i <= count; i++) await dovecot.deliver('alice', `Subject: message ${i}\nMessage-ID: <m${i}@safety>\n\nbody ${i}\n`);
 }
 
-async function withImap<T>(run: (imap: ImapFlow) => Promise<T>): Promise<T> {
-  const imap = await imapClient(dovecot, alice);
-  try {
-    await imap.mailboxOpen('INBOX');
-    return await run(imap);
-  } finally {
-    await imap.logout().catch(() => undefined);
-  }
-}
+const withImap = <T>(run: (imap: ImapFlow) => Promise<T>) => withMailbox(dovecot, alice, run);
+const login = (port = proxy.port) => RawPop3.login(port, alice.name, alice.password);
 
 /** Subjects and flags of every message in the store, by UID order. */
 async function storeState(): Promise<Array<{ subject: string; deleted: boolean }>> {
@@ -56,13 +49,6 @@ async function storeState(): Promise<Array<{ subject: string; deleted: boolean }
 
 const subjects = (state: Array<{ subject: string }>) => state.map((s) => s.subject);
 const anyFlagged = (state: Array<{ deleted: boolean }>) => state.some((s) => s.deleted);
-
-async function login(port = proxy.port): Promise<RawPop3> {
-  const c = await RawPop3.connect(port);
-  assert.match(await c.command('USER alice'), /^\+OK/);
-  assert.match(await c.command('PASS alice-secret', 30_000), /^\+OK/);
-  return c;
-}
 
 
 beforeEach(async () => {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import type { MailboxPolicy } from '../src/config/options.js';
-import { imapClient, startDovecot, type Dovecot } from './support/dovecot.js';
+import { startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
 import { settled, startProxy, type TestProxy } from './support/proxy.js';
 
@@ -28,15 +28,7 @@ beforeEach(async () => {
   for (let n = 1; n <= 5; n++) await dovecot.deliver('alice', `Subject: m${n}\nMessage-ID: <m${n}@policy>\n\nbody ${n}\n`);
 });
 
-async function withImap<T>(run: (imap: ImapFlow) => Promise<T>, mailbox = 'INBOX'): Promise<T> {
-  const imap = await imapClient(dovecot, alice);
-  try {
-    await imap.mailboxOpen(mailbox);
-    return await run(imap);
-  } finally {
-    await imap.logout().catch(() => undefined);
-  }
-}
+const withImap = <T>(run: (imap: ImapFlow) => Promise<T>, mailbox = 'INBOX') => withMailbox(dovecot, alice, run, mailbox);
 
 /** Subjects and flags by UID order. */
 async function store(mailbox = 'INBOX'): Promise<Array<{ subject: string; flags: string[] }>> {
@@ -57,17 +49,9 @@ async function withProxy(policy: Partial<MailboxPolicy>, run: (proxy: TestProxy)
   }
 }
 
-async function login(proxy: TestProxy): Promise<RawPop3> {
-  const c = await RawPop3.connect(proxy.port);
-  await c.command('USER alice');
-  const reply = await c.command('PASS alice-secret', 30_000);
-  assert.match(reply, /^\+OK/);
-  return c;
-}
-
 test('--max-messages: a session sees only the newest N messages, numbered from 1', async () => {
   await withProxy({ maxMessages: 2 }, async (proxy) => {
-    const c = await login(proxy);
+    const c = await RawPop3.login(proxy.port, 'alice', 'alice-secret');
     assert.match(await c.command('STAT'), /^\+OK 2 /);
     assert.match((await c.multiline('RETR 1')).body.toString(), /body 4/);
     assert.match((await c.multiline('RETR 2')).body.toString(), /body 5/);
@@ -79,13 +63,13 @@ test('--max-messages: a session sees only the newest N messages, numbered from 1
 
 test('--mark-seen: RETR sets \\Seen once the message was delivered; TOP does not; without the option nothing is marked', async () => {
   await withProxy({ markSeen: true }, async (proxy) => {
-    const c = await login(proxy);
+    const c = await RawPop3.login(proxy.port, 'alice', 'alice-secret');
     await c.multiline('RETR 2');
     await c.multiline('TOP 3 0');
     assert.match(await c.command('QUIT'), /^\+OK/);
   });
   await withProxy({}, async (proxy) => {
-    const c = await login(proxy);
+    const c = await RawPop3.login(proxy.port, 'alice', 'alice-secret');
     await c.multiline('RETR 4');
     assert.match(await c.command('QUIT'), /^\+OK/);
   });
@@ -95,7 +79,7 @@ test('--mark-seen: RETR sets \\Seen once the message was delivered; TOP does not
 test('--delete-mode move:FOLDER keeps a copy there, without the \\Deleted flag; flag leaves them flagged', async () => {
   await withImap((imap) => imap.mailboxCreate('Archive').then(() => undefined).catch(() => undefined));
   await withProxy({ deleteMode: { kind: 'move', folder: 'Archive' } }, async (proxy) => {
-    const c = await login(proxy);
+    const c = await RawPop3.login(proxy.port, 'alice', 'alice-secret');
     await c.command('DELE 1');
     await c.command('DELE 3');
     assert.match(await c.command('QUIT'), /^\+OK/);
@@ -104,7 +88,7 @@ test('--delete-mode move:FOLDER keeps a copy there, without the \\Deleted flag; 
   assert.deepEqual((await store('Archive')).map((m) => [m.subject, m.flags.includes('\\Deleted')]), [['m1', false], ['m3', false]]);
 
   await withProxy({ deleteMode: { kind: 'flag' } }, async (proxy) => {
-    const c = await login(proxy);
+    const c = await RawPop3.login(proxy.port, 'alice', 'alice-secret');
     await c.command('DELE 2');
     assert.match(await c.command('QUIT'), /^\+OK/);
   });

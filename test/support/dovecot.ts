@@ -490,6 +490,17 @@ export async function imapClient(d: Dovecot, user: TestUser): Promise<ImapFlow> 
   return client;
 }
 
+/** Runs `run` with an IMAP client that has the user's mailbox open, and logs out after. */
+export async function withMailbox<T>(d: Dovecot, user: TestUser, run: (imap: ImapFlow) => Promise<T>, mailbox = 'INBOX'): Promise<T> {
+  const imap = await imapClient(d, user);
+  try {
+    await imap.mailboxOpen(mailbox);
+    return await run(imap);
+  } finally {
+    await imap.logout().catch(() => undefined);
+  }
+}
+
 /** The Dovecot log so far (for diagnosing a failing test). */
 export function dovecotLog(d: Dovecot): string {
   try {

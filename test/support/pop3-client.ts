@@ -114,6 +114,18 @@ export class RawPop3 {
     });
   }
 
+  /** Connects and logs in with USER and PASS; fails unless both are accepted. */
+  static async login(port: number, user: string, password: string, host = '127.0.0.1'): Promise<RawPop3> {
+    const c = await RawPop3.connect(port, host);
+    const userReply = await c.command(`USER ${user}`);
+    const passReply = userReply.startsWith('+OK') ? await c.command(`PASS ${password}`, 30_000) : userReply;
+    if (!passReply.startsWith('+OK')) {
+      c.destroy();
+      throw new Error(`login as ${user} refused: ${passReply}`);
+    }
+    return c;
+  }
+
   /** Whether the server has closed the connection (as far as this client has read). */
   get closed(): boolean {
     return this.ended || this.socketClosed;
