@@ -1,5 +1,5 @@
 /**
- * Everything the benchmark starts (Dovecot, proxy processes, client sockets) registers how to
+ * Everything the benchmark starts (Dovecot, the proxy processes) registers how to
  * stop it here, so that a failure or Ctrl-C leaves no process or temp directory behind.
  */
 

@@ -22,6 +22,14 @@ export interface PipelineResult {
   readonly firstError: string | undefined;
 }
 
+export interface ConnectOptions {
+  readonly host?: string;
+  /** Inactivity allowed before the connection is given up; 0: none. */
+  readonly timeoutMs?: number;
+  /** The size of the one buffer all reads go into. */
+  readonly readBufferSize?: number;
+}
+
 interface Expectation {
   readonly multiline: boolean;
   done(reply: Reply): void;
@@ -32,6 +40,7 @@ const TERMINATOR = Buffer.from('\r\n.\r\n', 'latin1');
 const CRLF = Buffer.from('\r\n', 'latin1');
 const LF = 0x0a;
 const MAX_STATUS_LINE = 64 * 1024;
+const DEFAULT_READ_BUFFER = 256 * 1024;
 const DEFAULT_TIMEOUT_MS = 120_000;
 
 export class FastPop3 {
@@ -55,7 +64,6 @@ export class FastPop3 {
 
   private constructor(private readonly socket: net.Socket) {
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.failAll(new Error(`connection error: ${err.message}`)));
     socket.on('timeout', () => {
       this.failAll(new Error('no data from the server for too long'));
@@ -68,10 +76,24 @@ export class FastPop3 {
   }
 
   /** Connects and reads the greeting (which must be +OK). */
-  static async connect(port: number, host = '127.0.0.1', timeoutMs = DEFAULT_TIMEOUT_MS): Promise<FastPop3> {
-    const socket = net.connect({ port, host });
+  static async connect(port: number, options: ConnectOptions = {}): Promise<FastPop3> {
+    const { host = '127.0.0.1', timeoutMs = DEFAULT_TIMEOUT_MS, readBufferSize = DEFAULT_READ_BUFFER } = options;
+    // Reads go into one reused buffer, straight to the parser: no allocation and no stream
+    // machinery per chunk. Whatever must outlive a read (a split status line, the carry) is copied.
+    let client: FastPop3 | undefined;
+    const socket = net.connect({
+      port,
+      host,
+      onread: {
+        buffer: Buffer.allocUnsafe(readBufferSize),
+        callback: (n: number, buf: Uint8Array) => {
+          client?.onData(Buffer.from(buf.buffer, buf.byteOffset, n));
+          return true;
+        },
+      },
+    });
     socket.setTimeout(timeoutMs);
-    const client = new FastPop3(socket);
+    client = new FastPop3(socket);
     const greeting = await client.expect(false);
     if (!greeting.ok) {
       client.destroy();
@@ -182,7 +204,7 @@ export class FastPop3 {
   private readStatus(chunk: Buffer, pos: number, next: Expectation): number {
     const lf = chunk.indexOf(LF, pos);
     if (lf < 0) {
-      this.lineParts.push(chunk.subarray(pos));
+      this.lineParts.push(Buffer.from(chunk.subarray(pos)));
       this.lineLength += chunk.length - pos;
       if (this.lineLength > MAX_STATUS_LINE) {
         this.failAll(new Error('status line too long'));

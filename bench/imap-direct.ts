@@ -4,6 +4,7 @@
  */
 import { ImapFlow } from 'imapflow';
 import type { TestUser } from '../test/support/dovecot.js';
+import { cpuMs, type DownloadResult } from './sessions.js';
 
 export interface ImapTarget {
   readonly host: string;
@@ -54,28 +55,25 @@ export async function imapSnapshotMs(target: ImapTarget, user: TestUser): Promis
   }
 }
 
-export interface DownloadResult {
-  readonly ms: number;
-  readonly messages: number;
-  readonly bytes: number;
-}
-
 /** Connect, snapshot, every message's full source (BODY.PEEK[], so \Seen stays unset), logout. */
 export async function imapDownloadAll(target: ImapTarget, user: TestUser): Promise<DownloadResult> {
   const started = performance.now();
+  const cpu = process.cpuUsage();
   const client = await connect(target, user);
   let messages = 0;
+  let retrieved = 0;
   let bytes = 0;
   try {
-    const count = await openSnapshot(client);
-    if (count > 0) {
+    messages = await openSnapshot(client);
+    if (messages > 0) {
       for await (const m of client.fetch('1:*', { source: true })) {
-        messages += 1;
+        if (m.source !== undefined) retrieved += 1;
         bytes += m.source?.length ?? 0;
       }
     }
   } finally {
     await logout(client);
   }
-  return { ms: performance.now() - started, messages, bytes };
+  const ms = performance.now() - started;
+  return { ms, bytes, messages, retrieved, firstError: undefined, clientCpuMs: cpuMs(process.cpuUsage(cpu)) };
 }

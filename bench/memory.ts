@@ -73,8 +73,8 @@ export function dovecotMasterPid(configPath: string): number | undefined {
   return undefined;
 }
 
-/** The sum of the PSS of a process and all its descendants, in KiB. */
-export function treePssKb(rootPid: number): number {
+/** A process and all its descendants. */
+export function processTree(rootPid: number): number[] {
   const children = new Map<number, number[]>();
   for (const pid of allPids()) {
     const parent = parentOf(pid);
@@ -83,14 +83,19 @@ export function treePssKb(rootPid: number): number {
     list.push(pid);
     children.set(parent, list);
   }
-  let total = 0;
+  const tree: number[] = [];
   const stack = [rootPid];
   while (stack.length > 0) {
     const pid = stack.pop() as number;
-    total += pssKbOf(pid);
+    tree.push(pid);
     stack.push(...(children.get(pid) ?? []));
   }
-  return total;
+  return tree;
+}
+
+/** The sum of the PSS of a process and all its descendants, in KiB. */
+export function treePssKb(rootPid: number): number {
+  return processTree(rootPid).reduce((sum, pid) => sum + pssKbOf(pid), 0);
 }
 
 function pssKbOf(pid: number): number {

@@ -2,17 +2,35 @@
  * The proxy under test, run as a child process (node <build>/src/cli.js): it gets a core of its
  * own, as in production, and its memory can be read from /proc/<pid>/status.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { onCleanup } from './cleanup.js';
 
 /** The compiled CLI next to this compiled file: works in build/ and in any other --outDir. */
-const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
+export const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 const START_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 15_000;
 const LOG_TAIL_LINES = 40;
+
+/**
+ * Abuse limits the load workloads must go beyond: every bench connection comes from 127.0.0.1,
+ * up to 1000 at once. Passed only to a proxy that has them, so older builds can be measured too.
+ */
+const LOAD_LIMITS: Readonly<Record<string, string>> = {
+  '--max-connections': '5000',
+  '--max-connections-per-ip': '5000',
+};
+
+let knownFlags: string | undefined;
+
+/** The flags among LOAD_LIMITS that this build of the CLI accepts (from its --help). */
+export function loadLimitArgs(): string[] {
+  knownFlags ??= spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' }).stdout ?? '';
+  const help = knownFlags;
+  return Object.entries(LOAD_LIMITS).flatMap(([flag, value]) => (new RegExp(`${flag}\\b(?!-)`).test(help) ? [flag, value] : []));
+}
 
 export interface ProxyProcess {
   readonly pid: number;
@@ -65,8 +83,9 @@ export async function startProxyProcess(options: ProxyStartOptions): Promise<Pro
     '--host', host,
     '--port', String(port),
     '--log-level', 'warn',
+    ...loadLimitArgs(),
   ];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv() });
   const log = captureLog(child);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   // Also killed when this process exits without cleaning up (an uncaught error, process.exit).
@@ -96,6 +115,11 @@ export async function startProxyProcess(options: ProxyStartOptions): Promise<Pro
       await stopChild(child, exited);
     },
   };
+}
+
+/** This environment without POP3PROXY_* settings: the bench's flags alone configure the proxy. */
+function cleanEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('POP3PROXY_')));
 }
 
 function captureLog(child: ChildProcess): () => { lines: number; tail: string[] } {

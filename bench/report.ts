@@ -18,7 +18,7 @@ export interface Row {
   readonly target: string;
   /** undefined: no verdict (no target, or the figure is missing). */
   readonly pass?: boolean | undefined;
-  /** Why a row has no figures (the workload failed or was skipped). */
+  /** A remark shown with the verdict: failed sessions, or why the row has no figures. */
   readonly note?: string | undefined;
 }
 
