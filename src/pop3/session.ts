@@ -183,7 +183,7 @@ export class Pop3Session {
    */
   async protocolError(text: string): Promise<void> {
     this.errors++;
-    if (this.errors <= this.services.policy.maxErrors) return this.error(text);
+    if (this.errors < this.services.policy.maxErrors) return this.error(text);
     await this.error(`${text} Too many errors, closing connection.`).catch(() => undefined);
     this.io.close();
     await this.end('too-many-errors');
