@@ -11,7 +11,9 @@ import { uidSet } from './uid-set.js';
 /** Messages up to this size may be held whole in memory while waiting to be read. */
 export const SMALL_MESSAGE = 256 * 1024;
 /** Bytes fetched ahead of the client per session. */
-const AHEAD_BYTES = 2 * 1024 * 1024;
+const AHEAD_BYTES = 4 * 1024 * 1024;
+/** Bytes asked for per FETCH: several are queued at once, so the IMAP connection never waits for us. */
+const BATCH_BYTES = AHEAD_BYTES / 4;
 /** Messages per FETCH, so that a mailbox of tiny messages does not build huge commands. */
 const AHEAD_MESSAGES = 500;
 
@@ -52,13 +54,13 @@ export class ReadAhead {
     this.last = index;
     if (!this.pending.has(index)) {
       this.forgetAll();
-      this.request(index, inOrder ? AHEAD_BYTES : 0);
+      this.request(index, inOrder ? BATCH_BYTES : 0);
     }
     const taken = this.pending.get(index)!;
     this.pending.delete(index);
     this.aheadBytes -= taken.size;
-    // Ask for more while half the budget is still in hand, so that the client never waits.
-    if (inOrder && this.aheadBytes < AHEAD_BYTES / 2) this.request(this.next, AHEAD_BYTES - this.aheadBytes);
+    // Keep the budget full in batches, so that neither the client nor the server waits.
+    while (inOrder && this.aheadBytes + BATCH_BYTES <= AHEAD_BYTES && this.request(this.next, BATCH_BYTES));
     return taken.body;
   }
 
@@ -82,8 +84,11 @@ export class ReadAhead {
     this.aheadBytes = 0;
   }
 
-  /** Starts one FETCH for the small messages from `from` on, up to `budget` bytes (at least one). */
-  private request(from: number, budget: number): void {
+  /**
+   * Starts one FETCH for the small messages from `from` on, up to `budget` bytes (at least one).
+   * Returns false when there was nothing (small) left to ask for.
+   */
+  private request(from: number, budget: number): boolean {
     const batch = new Map<number, { index: number; resolve: (body: Buffer | undefined) => void; reject: (err: unknown) => void }>();
     let bytes = 0;
     let index = from;
@@ -99,10 +104,11 @@ export class ReadAhead {
       batch.set(uid, { index, ...settle });
       bytes += size;
     }
-    if (batch.size === 0) return;
+    if (batch.size === 0) return false;
     this.next = index;
     this.aheadBytes += bytes;
     void this.fetch(batch);
+    return true;
   }
 
   private async fetch(batch: Map<number, { resolve: (body: Buffer | undefined) => void; reject: (err: unknown) => void }>): Promise<void> {
