@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
 import type { AbuseLimits } from '../src/config/options.js';
-import { startDovecot, type Dovecot, type TestUser } from './support/dovecot.js';
+import { NO_LOGIN_PENALTY, startDovecot, type Dovecot, type TestUser } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
 import { startProxy, type TestProxy } from './support/proxy.js';
 
@@ -24,16 +24,7 @@ const proxies: TestProxy[] = [];
 before(async () => {
   dovecot = await startDovecot({
     users: [alice, bob],
-    extraConfig: [
-      // The delays measured here must be the proxy's: Dovecot answers failures at once and keeps
-      // no growing penalty per address (its anvil penalty socket is made unusable).
-      'auth_failure_delay = 0',
-      'service anvil {',
-      '  unix_listener anvil-auth-penalty {',
-      '    mode = 0',
-      '  }',
-      '}',
-    ].join('\n'),
+    extraConfig: NO_LOGIN_PENALTY,
   });
   await dovecot.deliver('alice', 'Subject: one\r\nMessage-ID: <1@abuse>\r\n\r\nbody\r\n');
   await dovecot.deliver('bob', 'Subject: one\r\nMessage-ID: <2@abuse>\r\n\r\nbody\r\n');

@@ -17,7 +17,7 @@ import net from 'node:net';
 import { after, before, test } from 'node:test';
 import tls from 'node:tls';
 import { testCerts, type TestCerts } from './support/certs.js';
-import { startDovecot, type Dovecot, type TestUser } from './support/dovecot.js';
+import { NO_LOGIN_PENALTY, startDovecot, type Dovecot, type TestUser } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
 import { startProxy, type TestProxy } from './support/proxy.js';
 
@@ -42,15 +42,8 @@ before(async () => {
   certs = await testCerts();
   dovecot = await startDovecot({
     users: [fuzz, probe],
-    extraConfig: [
-      'auth_failure_delay = 0',
-      // Many wrong passwords come from one address: no growing penalty for it at the store.
-      'service anvil {',
-      '  unix_listener anvil-auth-penalty {',
-      '    mode = 0',
-      '  }',
-      '}',
-    ].join('\n'),
+    // Many wrong passwords come from one address: no growing penalty for it at the store.
+    extraConfig: NO_LOGIN_PENALTY,
   });
   for (let i = 1; i <= 6; i++) {
     await dovecot.deliver('fuzz', `Subject: fuzz ${i}\r\nMessage-ID: <f${i}@fuzz>\r\n\r\nline one\r\n.dotted\r\n..double\r\n.\r\nend ${i}\r\n`);

@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { startDovecot, type Dovecot, type TestUser } from './support/dovecot.js';
+import { NO_LOGIN_PENALTY, startDovecot, type Dovecot, type TestUser } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
 import { startProxy, type TestProxy } from './support/proxy.js';
 
@@ -74,14 +74,8 @@ before(async () => {
       '  mechanisms = xoauth2 oauthbearer',
       `  args = ${oauthConf}`,
       '}',
-      // Failed logins are part of these tests: no delay after them, and no growing penalty for
-      // the address they come from (the anvil penalty socket is made unusable).
-      'auth_failure_delay = 0',
-      'service anvil {',
-      '  unix_listener anvil-auth-penalty {',
-      '    mode = 0',
-      '  }',
-      '}',
+      // Failed logins are part of these tests.
+      NO_LOGIN_PENALTY,
     ].join('\n'),
   });
   for (const u of [alice, bob, longpw, secretive]) {

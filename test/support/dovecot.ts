@@ -51,6 +51,13 @@ const START_TIMEOUT_MS = 10_000;
 const STOP_TIMEOUT_MS = 10_000;
 const START_ATTEMPTS = 5;
 
+/**
+ * Dovecot settings for tests full of failed logins: no delay after a failure, and no growing
+ * penalty per client address (its anvil penalty socket is made unusable), so that the delays
+ * a test measures are the proxy's own.
+ */
+export const NO_LOGIN_PENALTY = ['auth_failure_delay = 0', 'service anvil {', '  unix_listener anvil-auth-penalty {', '    mode = 0', '  }', '}'].join('\n');
+
 export const DEFAULT_USERS: readonly TestUser[] = Object.freeze([
   Object.freeze({ name: 'alice', password: 'alice-secret' }),
   Object.freeze({ name: 'bob', password: 'bob-secret' }),
