@@ -216,7 +216,8 @@ export class ImapMaildrop implements Maildrop {
     if (uids.length > 0) await this.remove(uids);
     this.flaggedByUs.clear();
     this.ended = true;
-    await this.logout(this.client);
+    // The removal is confirmed: the client need not wait for the goodbye with the server too.
+    void this.logout(this.client);
   }
 
   async abandon(): Promise<void> {
