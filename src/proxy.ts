@@ -11,6 +11,7 @@ import { probeImap } from './imap/probe.js';
 import { compileUidlFormat } from './imap/uidl-format.js';
 import type { LockRegistry } from './lock/lock-registry.js';
 import { MemoryLockRegistry } from './lock/memory-lock-registry.js';
+import { RedisLockRegistry } from './lock/redis-lock-registry.js';
 import { AuthThrottle } from './limits/auth-throttle.js';
 import { ConnectionLimiter } from './limits/connection-limiter.js';
 import { LoginDelay } from './limits/login-delay.js';
@@ -23,6 +24,9 @@ export const IMPLEMENTATION = 'pop3-imap-proxy';
 
 /** FETCH window when streaming a message: large enough for few round trips, small enough to stream. */
 const DOWNLOAD_CHUNK = 1024 * 1024;
+
+/** Longest wait for Redis (shared locks) on one command. */
+const REDIS_TIMEOUT_MS = 5000;
 
 /** How long /readyz waits for the backend's greeting. */
 const READY_PROBE_TIMEOUT_MS = 5000;
@@ -39,6 +43,7 @@ export class Pop3ImapProxy {
     private readonly logger: Logger,
     readonly pop3: Pop3Server,
     readonly metrics: ProxyMetrics,
+    private readonly locks: LockRegistry,
     private readonly ready: () => Promise<void>,
   ) {}
 
@@ -70,12 +75,13 @@ export class Pop3ImapProxy {
   /** See Pop3Server.close(); the metrics endpoint stays up until the sessions are over. */
   async close(graceMs = 0): Promise<void> {
     await this.pop3.close(graceMs);
+    await this.locks.close?.();
     const endpoint = this.endpoint;
     if (endpoint) await new Promise<void>((resolve) => endpoint.close(() => resolve()));
   }
 }
 
-export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegistry = new MemoryLockRegistry()): Pop3ImapProxy {
+export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegistry = lockRegistry(config, logger)): Pop3ImapProxy {
   const metrics = new ProxyMetrics();
   const backend = { ...config.imap, timeoutMs: config.backendTimeoutMs };
   const provider = new ImapMaildropProvider(
@@ -129,5 +135,10 @@ export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegi
       events: metrics,
     },
   );
-  return new Pop3ImapProxy(config, logger, pop3, metrics, () => probeImap(backend, READY_PROBE_TIMEOUT_MS));
+  return new Pop3ImapProxy(config, logger, pop3, metrics, locks, () => probeImap(backend, READY_PROBE_TIMEOUT_MS));
+}
+
+function lockRegistry(config: ProxyConfig, logger: Logger): LockRegistry {
+  if (!config.lockRedis) return new MemoryLockRegistry();
+  return new RedisLockRegistry({ ...config.lockRedis, timeoutMs: REDIS_TIMEOUT_MS }, logger);
 }

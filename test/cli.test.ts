@@ -37,7 +37,7 @@ test('--help lists every flag with its default', () => {
     '--idle-timeout', '--backend-timeout', '--uidl-format', '--log-level', '--log-format', '--shutdown-grace', '--tls-cert', '--tls-key',
     '--tls-port', '--allow-plaintext-auth', '--imap-servername', '--max-connections', '--max-connections-per-ip', '--auth-timeout',
     '--max-auth-failures', '--auth-fail-delay', '--max-errors', '--config', '--print-config', '--metrics-port', '--max-messages', '--mark-seen',
-    '--delete-mode', '--greeting', '--login-delay', '--expire']) {
+    '--delete-mode', '--greeting', '--login-delay', '--expire', '--proxy-protocol', '--lock-redis', '--lock-ttl']) {
     assert.ok(r.stdout.includes(flag), flag);
   }
   assert.match(r.stdout, /default: 600/);

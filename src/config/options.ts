@@ -32,6 +32,8 @@ export interface ProxyConfig {
   readonly allowPlaintextAuth: boolean;
   readonly limits: AbuseLimits;
   readonly policy: MailboxPolicy;
+  /** Mailbox locks shared by replicas in Redis; undefined for locks in this process. */
+  readonly lockRedis: { readonly url: string; readonly ttlMs: number } | undefined;
   /** Where /metrics, /healthz and /readyz are served; undefined for nowhere. */
   readonly metrics: { readonly host: string; readonly port: number } | undefined;
   readonly idleTimeoutMs: number;
@@ -120,6 +122,8 @@ const OPTIONS = {
   'max-auth-failures': { type: 'number', default: 3, describe: 'Failed logins on one connection before it is closed', group: 'Limits:' },
   'auth-fail-delay': { type: 'number', default: 8, describe: 'Longest delay in seconds before a failed login is answered (grows per address)', group: 'Limits:' },
   'max-errors': { type: 'number', default: 10, describe: 'Protocol errors on one connection before it is closed', group: 'Limits:' },
+  'lock-redis': { type: 'string', describe: 'Redis URL (redis://host:6379/0) for mailbox locks shared by several proxy replicas', group: 'Operations:' },
+  'lock-ttl': { type: 'number', default: 60, describe: 'Seconds a Redis lock outlives a replica that died holding it', group: 'Operations:' },
   'metrics-port': { type: 'number', describe: 'Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this port', group: 'Operations:' },
   'metrics-host': { type: 'string', default: '0.0.0.0', describe: 'Address for --metrics-port', group: 'Operations:' },
   'log-level': { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'Log level (debug adds protocol traces)', group: 'Logging:' },
@@ -269,6 +273,7 @@ function validate(raw: Raw, at: (key: string) => string): ProxyConfig {
       loginDelayS: raw['login-delay'] === undefined ? undefined : seconds(at('login-delay'), raw['login-delay']) / 1000,
       expire: raw.expire === undefined ? undefined : expire(at('expire'), raw.expire),
     },
+    lockRedis: raw['lock-redis'] === undefined ? undefined : { url: redisUrl(at('lock-redis'), raw['lock-redis']), ttlMs: seconds(at('lock-ttl'), raw['lock-ttl']) },
     metrics: raw['metrics-port'] === undefined ? undefined : { host: raw['metrics-host'], port: port(at('metrics-port'), raw['metrics-port'], true) },
     idleTimeoutMs: seconds(at('idle-timeout'), raw['idle-timeout']),
     shutdownGraceMs: seconds(at('shutdown-grace'), raw['shutdown-grace'], true),
@@ -301,6 +306,11 @@ function tlsConfig(raw: Raw, at: (key: string) => string): TlsConfig | undefined
     throw new ConfigError(`${at('tls-cert')}/${at('tls-key')}: ${(err as Error).message}`);
   }
   return { certFile, keyFile, port: tlsPort === undefined ? undefined : port(at('tls-port'), tlsPort, true) };
+}
+
+function redisUrl(flag: string, value: string): string {
+  if (!/^rediss?:\/\/[^\s]+$/.test(value)) throw new ConfigError(`${flag}: ${value} is not a redis:// or rediss:// URL`);
+  return value;
 }
 
 function deleteMode(flag: string, value: string): DeleteMode {

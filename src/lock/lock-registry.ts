@@ -8,6 +8,11 @@ export interface LockLease {
 }
 
 export interface LockRegistry {
-  /** Takes the lock for `key`, or resolves to undefined when another session holds it. */
+  /**
+   * Takes the lock for `key`, or resolves to undefined when another session holds it.
+   * Rejects when the registry cannot tell (a shared registry that is unreachable).
+   */
   acquire(key: string): Promise<LockLease | undefined>;
+  /** Lets go of the registry's own resources at shutdown. */
+  close?(): Promise<void>;
 }

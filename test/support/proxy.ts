@@ -44,6 +44,8 @@ export interface TestProxyOptions {
   metrics?: boolean;
   policy?: Partial<MailboxPolicy>;
   proxyProtocol?: boolean;
+  /** Shared locks in this Redis. */
+  lockRedis?: { url: string; ttlMs: number };
 }
 
 /** Generous limits, so that tests which are not about them never meet them. */
@@ -78,6 +80,7 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
     tls: options.tls && { certFile: options.tls.certFile, keyFile: options.tls.keyFile, port: options.tls.implicit ? 0 : undefined },
     allowPlaintextAuth: options.allowPlaintextAuth ?? false,
     proxyProtocol: options.proxyProtocol ?? false,
+    lockRedis: options.lockRedis,
     limits: { ...TEST_LIMITS, ...options.limits },
     policy: {
       maxMessages: undefined,

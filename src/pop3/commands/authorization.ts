@@ -1,5 +1,6 @@
 import { isMaildropError, type MaildropError } from '../../maildrop/errors.js';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { LockLease } from '../../lock/lock-registry.js';
 import type { Credentials, Maildrop } from '../../maildrop/maildrop.js';
 import type { Pop3Session } from '../session.js';
 import { describe } from '../session.js';
@@ -65,7 +66,17 @@ export async function login(session: Pop3Session, credentials: Credentials): Pro
     return session.error(`Logged in too recently; try again in ${wait} seconds.`, 'LOGIN-DELAY');
   }
   const lockStarted = performance.now();
-  const lease = await session.services.locks.acquire(maildrop.mailboxKey);
+  let lease: LockLease | undefined;
+  try {
+    lease = await session.services.locks.acquire(maildrop.mailboxKey);
+  } catch (err) {
+    session.pendingMaildrop = undefined;
+    await maildrop.abandon().catch(() => undefined);
+    session.logger.warn(`Login refused: the mailbox lock could not be taken: ${describe(err)}`, session.logMeta());
+    session.user = undefined;
+    session.services.events.login('backend-error');
+    return session.error('Mailbox lock service unavailable, try again later.', 'SYS/TEMP');
+  }
   session.services.events.lockWaited((performance.now() - lockStarted) / 1000);
   if (!lease) {
     session.services.events.login('in-use');
