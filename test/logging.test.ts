@@ -25,6 +25,8 @@ test('a full session at debug level: traces, imapflow lines, a summary, and no p
   const proxy = await startProxy({ imapPort: dovecot.imapPort, logLevel: 'debug' });
   try {
     const c = await RawPop3.connect(proxy.port);
+    // An APOP digest is derived from the password: it must not be logged either.
+    assert.match(await c.command('APOP carol 0123456789abcdef0123456789abcdef'), /^-ERR/);
     await c.command('USER carol');
     assert.match(await c.command('PASS wrong-guess-123', 30_000), /^-ERR \[AUTH\]/);
     await c.command('USER carol');
@@ -42,7 +44,7 @@ test('a full session at debug level: traces, imapflow lines, a summary, and no p
   assert.match(log, /C: PASS \*\*\*/);
   assert.match(log, /imap: /, 'imapflow log lines are routed in at debug');
   assert.match(log, /Session ended: quit, top=1\/\d+, retr=1\/\d+, del=1, expunged=1/);
-  for (const secret of [password, 'wrong-guess-123', Buffer.from(`\0carol\0${password}`).toString('base64')]) {
+  for (const secret of [password, 'wrong-guess-123', '0123456789abcdef0123456789abcdef', Buffer.from(`\0carol\0${password}`).toString('base64')]) {
     assert.equal(log.includes(secret), false, `log contains ${secret}`);
   }
   // imapflow sends LOGIN with the password as a literal or quoted string: neither part may show.

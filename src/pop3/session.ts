@@ -283,6 +283,8 @@ export class Pop3Session {
 function shownCommand(command: Command | undefined, line: Buffer): string {
   if (!command || !COMMANDS[command.verb]) return `<unrecognised line, ${line.length} bytes>`;
   if (command.verb === 'PASS') return 'PASS ***';
+  // An APOP digest is derived from the password: no more fit for a log than the password.
+  if (command.verb === 'APOP') return `APOP ${command.args[0] ?? ''} ***`.trim();
   if (command.verb === 'AUTH') return command.args.length > 1 ? `AUTH ${command.args[0]} ***` : `AUTH ${command.args.join(' ')}`.trim();
   return `${command.verb} ${command.args.join(' ')}`.trim();
 }
