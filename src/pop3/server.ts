@@ -126,7 +126,7 @@ export class Pop3Server {
     // A handshake that does not finish in time holds a socket, not a session.
     const deadline = setTimeout(() => secure.destroy(), this.options.limits.authTimeoutMs);
     secure.on('error', (err) => {
-      this.logger.debug(`TLS handshake failed from ${client.address}: ${err.message}`);
+      this.logger.debug(`TLS connection from ${client.address} failed: ${err.message}`);
       secure.destroy();
     });
     secure.once('close', () => clearTimeout(deadline));

@@ -59,10 +59,7 @@ export async function login(session: Pop3Session, credentials: Credentials): Pro
   session.pendingMaildrop = maildrop;
   const wait = session.services.policy.loginWait(maildrop.mailboxKey);
   if (wait > 0) {
-    session.pendingMaildrop = undefined;
-    await maildrop.abandon().catch(() => undefined);
-    session.logger.info(`Login refused: logged in too recently (LOGIN-DELAY), ${wait} s to wait`, session.logMeta());
-    session.user = undefined;
+    await letGo(session, maildrop, 'info', `Login refused: logged in too recently (LOGIN-DELAY), ${wait} s to wait`);
     return session.error(`Logged in too recently; try again in ${wait} seconds.`, 'LOGIN-DELAY');
   }
   const lockStarted = performance.now();
@@ -70,20 +67,14 @@ export async function login(session: Pop3Session, credentials: Credentials): Pro
   try {
     lease = await session.services.locks.acquire(maildrop.mailboxKey);
   } catch (err) {
-    session.pendingMaildrop = undefined;
-    await maildrop.abandon().catch(() => undefined);
-    session.logger.warn(`Login refused: the mailbox lock could not be taken: ${describe(err)}`, session.logMeta());
-    session.user = undefined;
     session.services.events.login('backend-error');
+    await letGo(session, maildrop, 'warn', `Login refused: the mailbox lock could not be taken: ${describe(err)}`);
     return session.error('Mailbox lock service unavailable, try again later.', 'SYS/TEMP');
   }
   session.services.events.lockWaited((performance.now() - lockStarted) / 1000);
   if (!lease) {
     session.services.events.login('in-use');
-    session.pendingMaildrop = undefined;
-    await maildrop.abandon().catch(() => undefined);
-    session.logger.info('Login refused: mailbox in use by another session', session.logMeta());
-    session.user = undefined;
+    await letGo(session, maildrop, 'info', 'Login refused: mailbox in use by another session');
     return session.error('Mailbox is in use by another POP3 session.', 'IN-USE');
   }
   try {
@@ -104,6 +95,14 @@ export async function login(session: Pop3Session, credentials: Credentials): Pro
   const count = session.transaction.messages.length;
   session.logger.info(`Logged in, ${count} messages`, session.logMeta());
   await session.ok(`Logged in, ${count} ${count === 1 ? 'message' : 'messages'}.`);
+}
+
+/** Lets go of a maildrop the store accepted but this session will not open: back to AUTHORIZATION. */
+async function letGo(session: Pop3Session, maildrop: Maildrop, level: 'info' | 'warn', why: string): Promise<void> {
+  session.logger[level](why, session.logMeta());
+  session.pendingMaildrop = undefined;
+  session.user = undefined;
+  await maildrop.abandon().catch(() => undefined);
 }
 
 /** A failed login goes back to AUTHORIZATION with a reply code saying whose fault it was. */
