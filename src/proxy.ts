@@ -83,7 +83,7 @@ export class Pop3ImapProxy {
 
 export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegistry = lockRegistry(config, logger)): Pop3ImapProxy {
   const metrics = new ProxyMetrics();
-  const backend = { ...config.imap, timeoutMs: config.backendTimeoutMs };
+  const backend = { ...config.imap, timeoutMs: config.backendTimeoutMs, connectTimeoutMs: config.backendConnectTimeoutMs };
   const provider = new ImapMaildropProvider(
     {
       ...backend,
@@ -93,6 +93,7 @@ export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegi
       maxMessages: config.policy.maxMessages,
       markSeen: config.policy.markSeen,
       deleteMode: config.policy.deleteMode,
+      flagOnDele: config.policy.flagOnDele,
       onStep: (step, seconds) => metrics.backendStep(step, seconds),
     },
     logger,

@@ -1,29 +1,46 @@
 /**
  * Every path that can delete, checked in the IMAP store afterwards: DELE/RSET/QUIT, every
- * abnormal end (client drop, idle timeout, proxy shutdown, backend failure), another client's
- * \Deleted message, the mailbox lock, snapshot and UIDL stability.
+ * abnormal end (client drop, idle timeout, proxy shutdown, backend failure, a QUIT that fails
+ * part way), another client's \Deleted message, the mailbox lock, snapshot and UIDL stability.
+ * The paths that can strand a flag run twice: with flags stored at QUIT (the default) and at
+ * DELE (--flag-on-dele).
  */
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import { startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
-import { settled, startProxy, type TestProxy } from './support/proxy.js';
+import { settled, startProxy, type TestProxy, type TestProxyOptions } from './support/proxy.js';
 import { startRelay } from './support/tcp-relay.js';
 
 let dovecot: Dovecot;
+/** Flags stored at QUIT (the default). */
 let proxy: TestProxy;
+/** --flag-on-dele. */
+let early: TestProxy;
 const alice = { name: 'alice', password: 'alice-secret' };
+
+const MODES = [
+  { name: 'flags at QUIT', flagOnDele: false },
+  { name: '--flag-on-dele', flagOnDele: true },
+] as const;
 
 before(async () => {
   dovecot = await startDovecot();
   proxy = await startProxy({ imapPort: dovecot.imapPort });
+  early = await startProxy({ imapPort: dovecot.imapPort, policy: { flagOnDele: true } });
 });
 
 after(async () => {
   await proxy?.close();
+  await early?.close();
   await dovecot?.stop();
 });
+
+/** A proxy of its own for one test, in the given mode. */
+function proxyIn(flagOnDele: boolean, options: Partial<TestProxyOptions> = {}): Promise<TestProxy> {
+  return startProxy({ imapPort: dovecot.imapPort, ...options, policy: { flagOnDele, ...options.policy } });
+}
 
 /** Empties alice's INBOX and fills it with `count` small messages. */
 async function resetMailbox(count: number): Promise<void> {
@@ -49,22 +66,49 @@ async function storeState(): Promise<Array<{ subject: string; deleted: boolean }
 
 const subjects = (state: Array<{ subject: string }>) => state.map((s) => s.subject);
 const anyFlagged = (state: Array<{ deleted: boolean }>) => state.some((s) => s.deleted);
+const ALL_FIVE = ['message 1', 'message 2', 'message 3', 'message 4', 'message 5'];
 
+/** The store as the session found it: every message there, none flagged. */
+async function assertUntouched(extra: string[] = []): Promise<void> {
+  const state = await storeState();
+  assert.deepEqual(subjects(state), [...ALL_FIVE, ...extra]);
+  assert.equal(anyFlagged(state), false, 'no \\Deleted flag left behind');
+}
 
 beforeEach(async () => {
   await settled(proxy);
+  await settled(early);
   await resetMailbox(5);
 });
 
-test('DELE then QUIT expunges exactly the deleted messages', async () => {
+test('DELE and RSET leave the store untouched; QUIT stores \\Deleted and expunges exactly the deleted messages', async () => {
   const c = await login();
-  assert.match(await c.command('DELE 2'), /^\+OK/);
-  assert.match(await c.command('DELE 4'), /^\+OK/);
-  assert.match(await c.command('STAT'), /^\+OK 3 /);
-  assert.match(await c.command('QUIT'), /^\+OK/);
+  await c.command('DELE 1');
+  await c.command('DELE 3');
+  await assertUntouched();
+  assert.match(await c.command('RSET'), /^\+OK/);
+  assert.match(await c.command('STAT'), /^\+OK 5 /);
+  await c.command('DELE 5');
+  await assertUntouched();
+  assert.match(await c.command('QUIT'), /^\+OK .*1 message deleted/);
   await c.waitClose();
   const state = await storeState();
-  assert.deepEqual(subjects(state), ['message 1', 'message 3', 'message 5']);
+  assert.deepEqual(subjects(state), ['message 1', 'message 2', 'message 3', 'message 4']);
+  assert.equal(anyFlagged(state), false);
+});
+
+test('--flag-on-dele: DELE flags \\Deleted at once, RSET takes this session\'s flags back', async () => {
+  const c = await login(early.port);
+  await c.command('DELE 1');
+  await c.command('DELE 3');
+  assert.deepEqual((await storeState()).map((s) => s.deleted), [true, false, true, false, false]);
+  assert.match(await c.command('RSET'), /^\+OK/);
+  await assertUntouched();
+  await c.command('DELE 5');
+  await c.command('QUIT');
+  await c.waitClose();
+  const state = await storeState();
+  assert.deepEqual(subjects(state), ['message 1', 'message 2', 'message 3', 'message 4']);
   assert.equal(anyFlagged(state), false);
 });
 
@@ -83,76 +127,131 @@ test('message numbers never shift after DELE; deleted ones are refused and left 
   c.destroy();
 });
 
-test('RSET takes back this session\'s deletions: QUIT then removes nothing and leaves no flag', async () => {
-  const c = await login();
-  await c.command('DELE 1');
-  await c.command('DELE 3');
-  assert.equal((await storeState()).filter((s) => s.deleted).length, 2, 'DELE flags \\Deleted at once');
-  assert.match(await c.command('RSET'), /^\+OK/);
-  assert.match(await c.command('STAT'), /^\+OK 5 /);
-  await c.command('DELE 5');
-  await c.command('QUIT');
-  await c.waitClose();
-  const state = await storeState();
-  assert.deepEqual(subjects(state), ['message 1', 'message 2', 'message 3', 'message 4']);
-  assert.equal(anyFlagged(state), false);
-});
+for (const mode of MODES) {
+  const target = () => (mode.flagOnDele ? early : proxy);
 
-test('another client\'s \\Deleted message survives our QUIT and our RSET', async () => {
-  await withImap((imap) => imap.messageFlagsAdd('2', ['\\Deleted']));
-  const c = await login();
-  await c.command('DELE 4');
-  await c.command('DELE 2');
-  await c.command('RSET');
-  let state = await storeState();
-  assert.equal(state[1]!.deleted, true, 'RSET must not clear a flag this session did not set');
-  assert.equal(state[3]!.deleted, false);
-  await c.command('DELE 4');
-  await c.command('QUIT');
-  await c.waitClose();
-  state = await storeState();
-  assert.deepEqual(subjects(state), ['message 1', 'message 2', 'message 3', 'message 5']);
-  assert.equal(state[1]!.deleted, true);
-});
-
-test('a client that drops after DELE deletes nothing and leaves no flag behind', async () => {
-  const c = await login();
-  await c.command('DELE 1');
-  await c.command('DELE 2');
-  c.destroy();
-  await settled(proxy);
-  const state = await storeState();
-  assert.equal(state.length, 5);
-  assert.equal(anyFlagged(state), false);
-});
-
-test('an idle timeout after DELE deletes nothing and leaves no flag behind', async () => {
-  const quick = await startProxy({ imapPort: dovecot.imapPort, idleTimeoutMs: 1000 });
-  try {
-    const c = await login(quick.port);
-    await c.command('DELE 3');
-    assert.match(await c.readLine(5000), /^-ERR/);
+  test(`${mode.name}: DELE then QUIT expunges exactly the deleted messages`, async () => {
+    const c = await login(target().port);
+    assert.match(await c.command('DELE 2'), /^\+OK/);
+    assert.match(await c.command('DELE 4'), /^\+OK/);
+    assert.match(await c.command('STAT'), /^\+OK 3 /);
+    assert.match(await c.command('QUIT'), /^\+OK/);
     await c.waitClose();
-    await settled(quick);
-  } finally {
-    await quick.close();
-  }
-  const state = await storeState();
-  assert.equal(state.length, 5);
-  assert.equal(anyFlagged(state), false);
-});
+    const state = await storeState();
+    assert.deepEqual(subjects(state), ['message 1', 'message 3', 'message 5']);
+    assert.equal(anyFlagged(state), false);
+  });
 
-test('stopping the proxy after DELE deletes nothing and leaves no flag behind', async () => {
-  const other = await startProxy({ imapPort: dovecot.imapPort });
-  const c = await login(other.port);
-  await c.command('DELE 1');
-  await c.command('DELE 5');
-  await other.close();
-  await c.waitClose();
-  const state = await storeState();
-  assert.equal(state.length, 5);
-  assert.equal(anyFlagged(state), false);
-});
+  test(`${mode.name}: another client's \\Deleted message survives our QUIT and our RSET`, async () => {
+    await withImap((imap) => imap.messageFlagsAdd('2', ['\\Deleted']));
+    const c = await login(target().port);
+    await c.command('DELE 4');
+    await c.command('DELE 2');
+    await c.command('RSET');
+    let state = await storeState();
+    assert.equal(state[1]!.deleted, true, 'RSET must not clear a flag this session did not set');
+    assert.equal(state[3]!.deleted, false);
+    await c.command('DELE 4');
+    await c.command('QUIT');
+    await c.waitClose();
+    state = await storeState();
+    assert.deepEqual(subjects(state), ['message 1', 'message 2', 'message 3', 'message 5']);
+    assert.equal(state[1]!.deleted, true);
+  });
+
+  test(`${mode.name}: a client that drops after DELE deletes nothing and leaves no flag behind`, async () => {
+    const c = await login(target().port);
+    await c.command('DELE 1');
+    await c.command('DELE 2');
+    c.destroy();
+    await settled(target());
+    await assertUntouched();
+  });
+
+  test(`${mode.name}: an idle timeout after DELE deletes nothing and leaves no flag behind`, async () => {
+    const quick = await proxyIn(mode.flagOnDele, { idleTimeoutMs: 1000 });
+    try {
+      const c = await login(quick.port);
+      await c.command('DELE 3');
+      assert.match(await c.readLine(5000), /^-ERR/);
+      await c.waitClose();
+      await settled(quick);
+    } finally {
+      await quick.close();
+    }
+    await assertUntouched();
+  });
+
+  test(`${mode.name}: stopping the proxy after DELE deletes nothing and leaves no flag behind`, async () => {
+    const other = await proxyIn(mode.flagOnDele);
+    const c = await login(other.port);
+    await c.command('DELE 1');
+    await c.command('DELE 5');
+    await other.close();
+    await c.waitClose();
+    await assertUntouched();
+  });
+
+  test(`${mode.name}: backend connection cut mid-RETR after DELE: no final ".", nothing deleted, no flag left`, async () => {
+    await dovecot.deliver('alice', `Subject: large\nMessage-ID: <large@safety>\n\n${'x'.repeat(76).concat('\n').repeat(40_000)}`);
+    const relay = await startRelay(dovecot.imapPort);
+    const cut = await proxyIn(mode.flagOnDele, { imapPort: relay.port });
+    try {
+      const c = await login(cut.port);
+      assert.match(await c.command('DELE 1'), /^\+OK/);
+      // Halfway through the 3 MB message, past the proxy's first fetch window.
+      relay.cutAfter(1_600_000);
+      c.send('RETR 6');
+      await c.waitClose(30_000);
+      const received = c.received();
+      assert.ok(received.length > 500_000, `part of the message arrived (${received.length} bytes)`);
+      assert.equal(received.subarray(-5).toString('latin1') === '\r\n.\r\n', false, 'no terminator after a cut');
+      await settled(cut);
+    } finally {
+      await cut.close();
+      await relay.close();
+    }
+    await assertUntouched(['large']);
+  });
+
+  test(`${mode.name}: backend connection cut after DELE: QUIT answers [SYS/TEMP], nothing deleted, no flag left`, async () => {
+    const relay = await startRelay(dovecot.imapPort);
+    const cut = await proxyIn(mode.flagOnDele, { imapPort: relay.port });
+    try {
+      const c = await login(cut.port);
+      await c.command('DELE 2');
+      relay.cutAll();
+      const reply = await c.command('QUIT', 30_000);
+      assert.match(reply, /^-ERR \[SYS\/TEMP\] /);
+      await c.waitClose();
+      await settled(cut);
+    } finally {
+      await cut.close();
+      await relay.close();
+    }
+    await assertUntouched();
+  });
+
+  test(`${mode.name}: a QUIT that fails after storing \\Deleted takes the flags back and answers [SYS/TEMP]`, async () => {
+    const relay = await startRelay(dovecot.imapPort);
+    const cut = await proxyIn(mode.flagOnDele, { imapPort: relay.port });
+    try {
+      const c = await login(cut.port);
+      await c.command('DELE 2');
+      await c.command('DELE 3');
+      // The flags are stored; the expunge never reaches the server.
+      relay.cutOnCommand(/UID EXPUNGE/);
+      const reply = await c.command('QUIT', 30_000);
+      assert.match(reply, /^-ERR \[SYS\/TEMP\] Deleted messages were not removed/);
+      await c.waitClose();
+      await settled(cut);
+    } finally {
+      await cut.close();
+      await relay.close();
+    }
+    await assertUntouched();
+  });
+}
 
 test('one session per mailbox: a second login gets [IN-USE] until the first ends', async () => {
   const first = await login();
@@ -217,63 +316,25 @@ test('with the backend down, login fails with [SYS/TEMP] at once, without a hang
   }
 });
 
-test('a backend that accepts but never answers gives [SYS/TEMP] after the backend timeout', async () => {
+test('a backend that accepts but never greets: [SYS/TEMP] within 10 s, with the default deadlines', async () => {
   const net = await import('node:net');
-  const silent = net.createServer(() => undefined);
+  const held = new Set<import('node:net').Socket>();
+  const silent = net.createServer((s) => held.add(s));
   await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
   const port = (silent.address() as { port: number }).port;
-  const stuck = await startProxy({ imapPort: port, backendTimeoutMs: 1000 });
+  // The defaults of --backend-timeout (30 s, for a login's penalty) and --backend-connect-timeout (5 s).
+  const stuck = await startProxy({ imapPort: port, backendTimeoutMs: 30_000, backendConnectTimeoutMs: 5000 });
   try {
     const c = await RawPop3.connect(stuck.port);
     await c.command('USER alice');
+    const started = Date.now();
     assert.match(await c.command('PASS alice-secret', 10_000), /^-ERR \[SYS\/TEMP\] /);
+    const took = Date.now() - started;
+    assert.ok(took >= 4500 && took < 10_000, `answered after ${took} ms`);
     c.destroy();
   } finally {
     await stuck.close();
+    for (const s of held) s.destroy();
     silent.close();
   }
-});
-
-test('backend connection cut mid-RETR: no final ".", nothing deleted, no flag left', async () => {
-  await dovecot.deliver('alice', `Subject: large\nMessage-ID: <large@safety>\n\n${'x'.repeat(76).concat('\n').repeat(40_000)}`);
-  const relay = await startRelay(dovecot.imapPort);
-  const cut = await startProxy({ imapPort: relay.port });
-  try {
-    const c = await login(cut.port);
-    assert.match(await c.command('DELE 1'), /^\+OK/);
-    // Halfway through the 3 MB message, past the proxy's first fetch window.
-    relay.cutAfter(1_600_000);
-    c.send('RETR 6');
-    await c.waitClose(30_000);
-    const received = c.received();
-    assert.ok(received.length > 500_000, `part of the message arrived (${received.length} bytes)`);
-    assert.equal(received.subarray(-5).toString('latin1') === '\r\n.\r\n', false, 'no terminator after a cut');
-    await settled(cut);
-  } finally {
-    await cut.close();
-    await relay.close();
-  }
-  const state = await storeState();
-  assert.equal(state.length, 6);
-  assert.equal(anyFlagged(state), false, 'the flag from DELE was taken back over a new connection');
-});
-
-test('backend connection cut after DELE: the session ends, nothing deleted, no flag left', async () => {
-  const relay = await startRelay(dovecot.imapPort);
-  const cut = await startProxy({ imapPort: relay.port });
-  try {
-    const c = await login(cut.port);
-    await c.command('DELE 2');
-    relay.cutAll();
-    const reply = await c.command('QUIT', 30_000);
-    assert.match(reply, /^-ERR \[SYS\/TEMP\] /);
-    await c.waitClose();
-    await settled(cut);
-  } finally {
-    await cut.close();
-    await relay.close();
-  }
-  const state = await storeState();
-  assert.equal(state.length, 5);
-  assert.equal(anyFlagged(state), false);
 });

@@ -40,6 +40,8 @@ export interface ProxyConfig {
   /** On SIGTERM/SIGINT, how long running sessions may go on before they are ended. */
   readonly shutdownGraceMs: number;
   readonly backendTimeoutMs: number;
+  /** Longest wait for the backend's TCP/TLS connection and greeting. */
+  readonly backendConnectTimeoutMs: number;
   readonly uidlFormat: string;
   readonly log: { readonly level: LogLevel; readonly format: LogFormat };
 }
@@ -56,6 +58,11 @@ export interface MailboxPolicy {
   readonly maxMessages: number | undefined;
   readonly markSeen: boolean;
   readonly deleteMode: DeleteMode;
+  /**
+   * Store \Deleted at DELE (and take it back at RSET) instead of at QUIT: other IMAP clients see
+   * the deletion at once, but a proxy killed mid-session leaves the flags behind.
+   */
+  readonly flagOnDele: boolean;
   /** The text after "+OK" in the greeting. */
   readonly greeting: string;
   /** Minimum time between two logins of one user (announced as LOGIN-DELAY). */
@@ -94,6 +101,7 @@ const OPTIONS = {
   'max-messages': { type: 'number', describe: 'Serve only the newest N messages of the mailbox', group: 'Mailbox policy:' },
   'mark-seen': { type: 'boolean', default: false, describe: 'Set \\Seen on a message once RETR delivered it', group: 'Mailbox policy:' },
   'delete-mode': { type: 'string', default: 'expunge', describe: 'What QUIT does with deleted messages: expunge, move:FOLDER (keep a copy there) or flag (leave them flagged \\Deleted)', group: 'Mailbox policy:' },
+  'flag-on-dele': { type: 'boolean', default: false, describe: 'Store \\Deleted at DELE and take it back at RSET, instead of at QUIT (a killed proxy leaves the flags behind; ignored on servers that expunge flagged mail at once, such as Gmail)', group: 'Mailbox policy:' },
   greeting: { type: 'string', default: DEFAULT_GREETING, describe: 'Text of the greeting after "+OK" (at most 506 octets)', group: 'Mailbox policy:' },
   'login-delay': { type: 'number', describe: 'Seconds a user must wait between logins; announced in CAPA as LOGIN-DELAY', group: 'Mailbox policy:' },
   expire: { type: 'string', describe: 'Days the server keeps retrieved mail, or NEVER; announced in CAPA as EXPIRE', group: 'Mailbox policy:' },
@@ -105,13 +113,14 @@ const OPTIONS = {
   'imap-ca': { type: 'string', describe: 'PEM file with extra CA certificates for the IMAP server', group: 'Backend:' },
   'imap-servername': { type: 'string', describe: 'TLS server name to expect from the IMAP server [default: --imap-host]', group: 'Backend:' },
   mailbox: { type: 'string', default: 'INBOX', describe: 'IMAP mailbox served as the POP3 maildrop', group: 'Backend:' },
-  'backend-timeout': { type: 'number', default: 30, describe: 'Seconds to wait for any one backend step (must cover a failed-login penalty)', group: 'Backend:' },
+  'backend-timeout': { type: 'number', default: 30, describe: 'Seconds to wait for a login or any one command on the backend (must cover its failed-login penalty)', group: 'Backend:' },
+  'backend-connect-timeout': { type: 'number', default: 5, describe: 'Seconds to wait for the backend\'s connection and greeting', group: 'Backend:' },
   'uidl-format': { type: 'string', default: DEFAULT_UIDL_FORMAT, describe: 'UIDL template: %u UID, %v UIDVALIDITY (Dovecot syntax, e.g. %08Xu%08Xv)', group: 'Backend:' },
   host: { type: 'string', default: '0.0.0.0', describe: 'Address to listen on for POP3', group: 'POP3:' },
   port: { type: 'number', default: 110, describe: 'Port to listen on for POP3 (0 picks a free one)', group: 'POP3:' },
   'idle-timeout': { type: 'number', default: 600, describe: 'Seconds of client inactivity before a session is ended', group: 'POP3:' },
   'proxy-protocol': { type: 'boolean', default: false, describe: 'Expect a HAProxy PROXY protocol header (v1 or v2) on every connection, from a load balancer', group: 'POP3:' },
-  'shutdown-grace': { type: 'number', default: 10, describe: 'Seconds running sessions may go on after SIGTERM/SIGINT before they are ended', group: 'POP3:' },
+  'shutdown-grace': { type: 'number', default: 5, describe: 'Seconds running sessions may go on after SIGTERM/SIGINT before they are ended (keep it 4 s under the SIGKILL deadline: docker stop -t, terminationGracePeriodSeconds)', group: 'POP3:' },
   'tls-cert': { type: 'string', describe: 'PEM certificate (chain) for client TLS: enables STLS, and --tls-port', group: 'POP3 TLS:' },
   'tls-key': { type: 'string', describe: 'PEM private key for --tls-cert', group: 'POP3 TLS:' },
   'tls-port': { type: 'number', describe: 'Port for implicit TLS, conventionally 995 (needs --tls-cert)', group: 'POP3 TLS:' },
@@ -269,6 +278,7 @@ function validate(raw: Raw, at: (key: string) => string): ProxyConfig {
       maxMessages: raw['max-messages'] === undefined ? undefined : count(at('max-messages'), raw['max-messages']),
       markSeen: raw['mark-seen'],
       deleteMode: deleteMode(at('delete-mode'), raw['delete-mode']),
+      flagOnDele: raw['flag-on-dele'],
       greeting: greeting(at('greeting'), raw.greeting),
       loginDelayS: raw['login-delay'] === undefined ? undefined : seconds(at('login-delay'), raw['login-delay']) / 1000,
       expire: raw.expire === undefined ? undefined : expire(at('expire'), raw.expire),
@@ -278,6 +288,7 @@ function validate(raw: Raw, at: (key: string) => string): ProxyConfig {
     idleTimeoutMs: seconds(at('idle-timeout'), raw['idle-timeout']),
     shutdownGraceMs: seconds(at('shutdown-grace'), raw['shutdown-grace'], true),
     backendTimeoutMs: seconds(at('backend-timeout'), raw['backend-timeout']),
+    backendConnectTimeoutMs: seconds(at('backend-connect-timeout'), raw['backend-connect-timeout']),
     uidlFormat,
     log: { level: raw['log-level'], format: raw['log-format'] },
   };

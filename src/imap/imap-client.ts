@@ -17,8 +17,13 @@ export interface ImapSettings {
   readonly ca: Buffer | undefined;
   readonly mailbox: string;
   readonly servername: string | undefined;
-  /** Longest wait for any one backend step (connect, login, a command). */
+  /** Longest wait for any one backend step (a login, a command). */
   readonly timeoutMs: number;
+  /**
+   * Longest wait for the TCP (and TLS) connection and the server's greeting: short, since a
+   * server that does not even greet is down, unlike one slowly refusing a wrong password.
+   */
+  readonly connectTimeoutMs: number;
 }
 
 /** Who the backend connection is for: the client's address reaches the server in IMAP ID. */
@@ -33,7 +38,7 @@ export async function connectImap(settings: ImapSettings, login: Credentials, cl
   // Without a listener, a socket error after login would crash the process.
   imap.on('error', (err: Error) => logger.debug(`IMAP connection error: ${err.message}`));
   try {
-    await withTimeout(imap.connect(), settings.timeoutMs, 'IMAP login');
+    await withTimeout(imap.connect(), settings.connectTimeoutMs + settings.timeoutMs, 'IMAP login');
     return imap;
   } catch (err) {
     imap.close();
@@ -77,9 +82,8 @@ function clientOptions(settings: ImapSettings, login: Credentials, client: Clien
     },
     logger: imapLogger(logger),
     disableAutoIdle: true,
-    // Dovecot answers a failed login only after its penalty delay; do not give up before.
-    connectionTimeout: settings.timeoutMs,
-    greetingTimeout: settings.timeoutMs,
+    connectionTimeout: settings.connectTimeoutMs,
+    greetingTimeout: settings.connectTimeoutMs,
     socketTimeout: Math.max(settings.timeoutMs, 5 * 60 * 1000),
   };
 }

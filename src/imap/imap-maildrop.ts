@@ -1,8 +1,12 @@
 /**
  * The Maildrop contract over an IMAP mailbox (imapflow). Message identity is the UID; the
- * snapshot is taken once, right after login. Deletion marks are the IMAP \Deleted flag, set at
- * once and taken back on every end but a successful commit; commit removes exactly the UIDs
- * it is given (UID EXPUNGE), never other messages that carry \Deleted.
+ * snapshot is taken once, right after login. Commit removes exactly the UIDs it is given (UID
+ * EXPUNGE), never other messages that carry \Deleted.
+ *
+ * Deletion marks live in the session and reach the store only at commit, as in Dovecot's own
+ * POP3: a session that ends any other way, even by the process being killed, leaves no trace.
+ * With `flagOnDele` they are the \Deleted flag, stored at once and taken back on every end but
+ * a successful commit; never on a server that expunges flagged mail at once (Gmail).
  */
 import { Readable } from 'node:stream';
 import type { ImapFlow, SearchObject } from 'imapflow';
@@ -33,12 +37,16 @@ export interface ImapBackendOptions extends ImapSettings {
   readonly markSeen: boolean;
   /** What QUIT does with the deleted messages. */
   readonly deleteMode: DeleteMode;
+  /** Store \Deleted at DELE rather than at commit, where the server allows it safely. */
+  readonly flagOnDele: boolean;
   /** Told how long each backend step took (for metrics). */
   readonly onStep?: (step: string, seconds: number) => void;
 }
 
 export class ImapMaildropProvider implements MaildropProvider {
   private readonly cache: SnapshotCache;
+  /** Whether the fallback from flagOnDele on an auto-expunging server has been logged. */
+  private fallbackLogged = false;
 
   constructor(
     private readonly options: ImapBackendOptions,
@@ -52,7 +60,20 @@ export class ImapMaildropProvider implements MaildropProvider {
     const client = await connectImap(this.options, credentials, from, this.logger).finally(() =>
       this.options.onStep?.('login', (performance.now() - started) / 1000),
     );
-    return new ImapMaildrop(client, credentials, from, this.options, this.cache, this.logger);
+    return new ImapMaildrop(client, credentials, from, { ...this.options, flagOnDele: this.flagOnDele(client) }, this.cache, this.logger);
+  }
+
+  /**
+   * Gmail (X-GM-EXT-1) expunges a message as soon as it is flagged \Deleted ("Auto-Expunge",
+   * on by default): a flag stored at DELE could not be taken back by RSET or an abandoned session.
+   */
+  private flagOnDele(client: ImapFlow): boolean {
+    if (!this.options.flagOnDele || !client.capabilities.has('X-GM-EXT-1')) return this.options.flagOnDele;
+    if (!this.fallbackLogged) {
+      this.fallbackLogged = true;
+      this.logger.warn('--flag-on-dele ignored: this server (X-GM-EXT-1, Gmail) expunges flagged messages at once; \\Deleted is stored at QUIT');
+    }
+    return false;
   }
 }
 
@@ -64,6 +85,8 @@ export class ImapMaildrop implements Maildrop {
   readonly mailboxKey: string;
   private snapshot: SnapshotEntry[] = [];
   private readAhead: ReadAhead | undefined;
+  /** Indexes the client deleted in this session: no longer worth reading ahead. */
+  private readonly deletedIndexes = new Set<number>();
   /** UIDs this session flagged \Deleted that did not carry the flag before: ours to undo. */
   private readonly flaggedByUs = new Set<number>();
   /** UIDs that already carried \Deleted when the snapshot was taken. */
@@ -103,7 +126,7 @@ export class ImapMaildrop implements Maildrop {
       entries.push({ uid, size: listing.sizes[i]!, uidl: this.options.uidl(uid, uidValidity) });
     }
     this.snapshot = entries;
-    this.readAhead = new ReadAhead(this.client, entries, (index) => this.flaggedByUs.has(entries[index]!.uid));
+    this.readAhead = new ReadAhead(this.client, entries, (index) => this.deletedIndexes.has(index));
     return entries;
   }
 
@@ -191,13 +214,14 @@ export class ImapMaildrop implements Maildrop {
   async markDeleted(index: number): Promise<void> {
     const uid = this.uidOf(index);
     this.readAhead?.forget(index);
-    // Recorded before the STORE is sent, so an abandon racing with it still takes it back.
-    if (!this.flaggedBefore.has(uid)) this.flaggedByUs.add(uid);
-    const done = await this.step(`flagging UID ${uid}`, () => this.client.messageFlagsAdd(String(uid), [DELETED], { uid: true }));
+    this.deletedIndexes.add(index);
+    if (!this.options.flagOnDele) return;
+    const done = await this.step(`flagging UID ${uid}`, () => this.flag([uid]));
     if (!done) throw this.commandFailed(`flagging UID ${uid} \\Deleted`);
   }
 
   async unmarkDeleted(indexes: readonly number[]): Promise<void> {
+    for (const index of indexes) this.deletedIndexes.delete(index);
     const uids = indexes.map((i) => this.uidOf(i)).filter((uid) => this.flaggedByUs.has(uid));
     if (uids.length === 0) return;
     await this.removeFlags(this.client, uids);
@@ -232,26 +256,46 @@ export class ImapMaildrop implements Maildrop {
     }
   }
 
-  /** What QUIT does with the messages deleted in the session, as the delete mode says. */
+  /**
+   * What QUIT does with the messages deleted in the session, as the delete mode says. A failure
+   * part way leaves the flags it stored in flaggedByUs, for abandon() to take back.
+   */
   private async remove(uids: number[]): Promise<void> {
     const mode = this.options.deleteMode;
-    if (mode.kind === 'flag') return;
     if (mode.kind === 'expunge') return this.expunge(uids);
-    // The copy in the folder must not carry the \Deleted flag the session set.
+    if (mode.kind === 'flag') {
+      const done = await this.step('flagging the deleted messages', () => this.flag(uids));
+      if (!done) throw this.commandFailed('flagging the deleted messages \\Deleted');
+      return;
+    }
+    // The copy in the folder must not carry a \Deleted flag the session set at DELE.
     await this.removeFlags(this.client, uids.filter((uid) => this.flaggedByUs.has(uid)));
     const moved = await this.step(`moving to ${mode.folder}`, () => this.client.messageMove(uidSet(uids), mode.folder, { uid: true }));
     if (!moved) throw this.commandFailed(`moving the deleted messages to ${mode.folder}`);
   }
 
   /**
-   * UID EXPUNGE of exactly these UIDs. A server without UIDPLUS only has plain EXPUNGE, which
-   * removes every \Deleted message in the mailbox: it is used only when the flagged messages
-   * are all ours; otherwise nothing is expunged and commit fails.
+   * UID EXPUNGE of exactly these UIDs (imapflow stores \Deleted on them first). A server
+   * without UIDPLUS only has plain EXPUNGE, which removes every \Deleted message in the
+   * mailbox: it is used only when the flagged messages are all ours; otherwise nothing is
+   * expunged and commit fails.
    */
   private async expunge(uids: number[]): Promise<void> {
     if (!this.client.capabilities.has('UIDPLUS')) await this.checkPlainExpungeIsSafe(uids);
+    this.noteFlaggedByUs(uids);
     const done = await this.step('expunging', () => this.client.messageDelete(uidSet(uids), { uid: true }));
     if (!done) throw this.commandFailed('expunging the deleted messages');
+  }
+
+  /** Stores \Deleted on these UIDs, noting first which are ours to take back. */
+  private flag(uids: number[]): Promise<boolean> {
+    // Noted before the STORE is sent, so that an abandon racing with it still takes it back.
+    this.noteFlaggedByUs(uids);
+    return this.client.messageFlagsAdd(uidSet(uids), [DELETED], { uid: true });
+  }
+
+  private noteFlaggedByUs(uids: readonly number[]): void {
+    for (const uid of uids) if (!this.flaggedBefore.has(uid)) this.flaggedByUs.add(uid);
   }
 
   private async checkPlainExpungeIsSafe(uids: number[]): Promise<void> {

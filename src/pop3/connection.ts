@@ -10,8 +10,9 @@ import type { Logger } from 'winston';
 import type { ClientInfo } from '../maildrop/maildrop.js';
 import type { TlsCredentials } from '../tls/tls-credentials.js';
 import { LineReader, type LineEvent } from './line-reader.js';
-import { errLine } from './responses.js';
-import { ClientGoneError, Pop3Session, type EndReason, type SessionIO, type SessionServices } from './session.js';
+import { errLine, type ResponseCode } from './responses.js';
+import { ClientGoneError } from './session-errors.js';
+import { Pop3Session, type EndReason, type SessionIO, type SessionServices } from './session.js';
 
 export interface ConnectionLimits {
   /** Longest command line accepted, CRLF included. */
@@ -138,9 +139,11 @@ export class Pop3Connection implements SessionIO {
     this.authTimer = undefined;
   }
 
-  close(): void {
+  close(last?: Buffer): void {
+    if (this.closing) return;
     this.closing = true;
     this.queue.length = 0;
+    if (last && !this.gone && !this.socket.destroyed) this.socket.write(last);
     this.socket.end();
     setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS).unref();
   }
@@ -151,15 +154,13 @@ export class Pop3Connection implements SessionIO {
     this.socket.destroy();
   }
 
-  /** Ends the session from outside (server shutdown): a reply in progress is cut off. */
-  async shutdown(): Promise<void> {
-    if (!this.running && !this.closing) {
-      this.socket.write(errLine('Server is shutting down, try again later.', 'SYS/TEMP'));
-      this.close();
-    } else {
-      this.destroy();
-    }
-    await this.endSession('shutdown');
+  /**
+   * Ends the session from outside (server shutdown); resolves once its cleanup is done. A QUIT
+   * already committing is left to finish and answer.
+   */
+  shutdown(): Promise<void> {
+    if (this.session.state !== 'update') this.hangUp('Server is shutting down, try again later.', 'shutdown', 'SYS/TEMP');
+    return this.session.finished();
   }
 
   private listen(socket: Socket): void {
@@ -194,8 +195,7 @@ export class Pop3Connection implements SessionIO {
       } catch (err) {
         if (!(err instanceof ClientGoneError)) {
           this.logger.error(`Command failed unexpectedly: ${err instanceof Error ? err.stack : String(err)}`, this.session.logMeta());
-          this.destroy();
-          await this.session.end('backend-failed');
+          this.session.end('backend-failed', 'cut');
         }
         return;
       }
@@ -209,9 +209,7 @@ export class Pop3Connection implements SessionIO {
     }
     this.overlongLines++;
     if (this.overlongLines > this.limits.maxOverlongLines) {
-      await this.send(errLine('Too many overlong lines, closing connection.'));
-      this.close();
-      return this.session.end('too-many-errors');
+      return this.session.end('too-many-errors', errLine('Too many overlong lines, closing connection.'));
     }
     await this.session.protocolError(`Line too long (limit ${this.limits.maxLineLength} octets).`);
   }
@@ -226,18 +224,12 @@ export class Pop3Connection implements SessionIO {
     this.hangUp('Too slow to log in, closing connection.', 'auth-timeout');
   }
 
-  private hangUp(text: string, reason: EndReason): void {
-    if (this.closing) return;
-    // Before login no reply is ever cut short by a line of ours (they are all one write), so a
-    // login still waiting on the backend gets the reason too.
-    if (this.running && this.session.state !== 'authorization') {
-      // A client that stopped reading in the middle of a reply: nothing more can be said.
-      this.destroy();
-    } else {
-      this.socket.write(errLine(text));
-      this.close();
-    }
-    this.endSession(reason).catch(() => undefined);
+  /** Ends the session from this side: with a last line, unless a reply is being written. */
+  private hangUp(text: string, reason: EndReason, code?: ResponseCode): void {
+    // Before login every reply is one write, so a login still waiting on the backend cannot be
+    // cut short by our line. After it, a command in progress may be in the middle of a reply.
+    const midReply = this.running !== undefined && this.session.state !== 'authorization';
+    this.session.end(reason, midReply ? 'cut' : errLine(text, code));
   }
 
   private onClose(): void {
@@ -246,12 +238,6 @@ export class Pop3Connection implements SessionIO {
     this.queue.length = 0;
     clearTimeout(this.idleTimer);
     clearTimeout(this.authTimer);
-    this.endSession('client-closed').catch(() => undefined);
-  }
-
-  /** Lets the command in progress settle first, so that nothing it does escapes the cleanup. */
-  private async endSession(reason: EndReason): Promise<void> {
-    await this.running;
-    await this.session.end(reason);
+    this.session.end('client-closed', 'cut');
   }
 }

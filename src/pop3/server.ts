@@ -28,10 +28,19 @@ export interface Pop3ServerOptions {
   readonly proxyProtocol: boolean;
 }
 
+/**
+ * How long sessions ended at shutdown may take to clean up (their backend goodbyes, their
+ * locks) before close() returns anyway: with the default grace, well within the 10 s Docker
+ * allows between SIGTERM and SIGKILL.
+ */
+const SHUTDOWN_CLEANUP_MS = 3000;
+
 export class Pop3Server {
   private readonly server: net.Server;
   private readonly tlsServer: net.Server | undefined;
   private readonly connections = new Set<Pop3Connection>();
+  /** Sockets not yet greeted (PROXY header or TLS handshake pending): nothing to clean up. */
+  private readonly halfOpen = new Set<net.Socket>();
   private readonly logger: Logger;
 
   constructor(
@@ -82,21 +91,29 @@ export class Pop3Server {
   }
 
   /**
-   * Stops accepting, lets running sessions finish for up to `graceMs`, then ends the rest
-   * through the abnormal-end path (nothing expunged, marks taken back, locks released).
+   * Stops accepting and drops connections not yet greeted, lets running sessions finish for
+   * up to `graceMs`, then ends the rest through their teardown (nothing expunged that QUIT did
+   * not commit, locks released), waiting at most SHUTDOWN_CLEANUP_MS for it.
    */
   async close(graceMs = 0): Promise<void> {
-    const closed = [this.server, this.tlsServer]
-      .filter((s): s is net.Server => s !== undefined && s.listening)
-      .map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    // No new connections. Those still open are not waited for once their sessions are over: a
+    // client that does not close its side after our last line would hold the exit up.
+    for (const listener of [this.server, this.tlsServer]) if (listener?.listening) listener.close();
+    for (const socket of this.halfOpen) socket.destroy();
     const deadline = Date.now() + graceMs;
     while (this.connections.size > 0 && Date.now() < deadline) await sleep(Math.min(100, deadline - Date.now()));
-    await Promise.all([...this.connections].map((c) => c.shutdown()));
-    await Promise.all(closed);
+    const ended = Promise.all([...this.connections].map((c) => c.shutdown()));
+    const cleanup = new AbortController();
+    const outOfTime = sleep(SHUTDOWN_CLEANUP_MS, 'timeout' as const, { signal: cleanup.signal }).catch(() => undefined);
+    const outcome = await Promise.race([ended.then(() => 'done' as const), outOfTime]);
+    cleanup.abort();
+    if (outcome === 'timeout') this.logger.warn(`Shutdown: ${this.connections.size} session(s) still cleaning up after ${SHUTDOWN_CLEANUP_MS / 1000} s; exiting anyway`);
   }
 
   private onSocket(socket: net.Socket, implicitTls: boolean): void {
     socket.on('error', (err) => this.logger.debug(`Connection error from ${socket.remoteAddress}: ${err.message}`));
+    this.halfOpen.add(socket);
+    socket.once('close', () => this.halfOpen.delete(socket));
     if (!this.options.proxyProtocol) return this.admit(socket, implicitTls, undefined);
     readProxyHeader(socket, this.options.limits.authTimeoutMs).then(
       (client) => this.admit(socket, implicitTls, client),
@@ -132,11 +149,13 @@ export class Pop3Server {
     secure.once('close', () => clearTimeout(deadline));
     secure.once('secure', () => {
       clearTimeout(deadline);
+      this.halfOpen.delete(socket);
       this.start(secure, true, client);
     });
   }
 
   private start(socket: net.Socket, secure: boolean, client: ClientInfo): void {
+    this.halfOpen.delete(socket);
     const connection = new Pop3Connection(socket, this.services, this.options.limits, { secure, tls: this.options.tls, client });
     this.connections.add(connection);
     socket.once('close', () => this.connections.delete(connection));

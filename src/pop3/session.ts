@@ -9,6 +9,7 @@ import type { ClientInfo, Maildrop, MaildropProvider, MessageEntry } from '../ma
 import { parseCommand, type Command } from './command-parser.js';
 import { COMMANDS } from './commands/index.js';
 import { errLine, okLine, type ResponseCode } from './responses.js';
+import { describe } from './session-errors.js';
 
 export type SessionState = 'authorization' | 'transaction' | 'update' | 'closed';
 
@@ -25,6 +26,12 @@ export type EndReason =
   | 'auth-timeout'
   | 'shutdown';
 
+/**
+ * How the client hears that the session is over: a last reply line, or 'cut' when the
+ * connection must be dropped at once (a reply was cut short, or the client is gone).
+ */
+export type Farewell = Buffer | 'cut';
+
 /** The connection as the session sees it. */
 export interface SessionIO {
   /**
@@ -32,8 +39,8 @@ export interface SessionIO {
    * more. Rejects when the client is gone.
    */
   send(data: Buffer | readonly Buffer[]): Promise<void>;
-  /** Closes the connection after what was written (normal end). */
-  close(): void;
+  /** Writes `last` if the client can still take it, then closes after what was written. */
+  close(last?: Buffer): void;
   /** Drops the connection at once: nothing more reaches the client. */
   destroy(): void;
   /** Whether the connection is encrypted (implicit TLS, or after STLS). */
@@ -105,6 +112,8 @@ export interface Transaction {
   readonly messages: readonly MessageEntry[];
   /** 0-based indexes of the messages marked deleted in this session. */
   readonly deleted: Set<number>;
+  /** The highest message number RETR was given since login or RSET, for LAST (RFC 1725). */
+  lastRetrieved: number;
 }
 
 export interface SessionStats {
@@ -129,10 +138,16 @@ export class Pop3Session {
   /** Set while an AUTH exchange waits for a response line. */
   sasl: SaslContinuation | undefined;
   authFailures = 0;
-  private errors = 0;
+  /** Protocol errors in a row: a line handled without one ends the run. */
+  private errorRun = 0;
+  /** The command being answered, which the teardown lets settle first. */
+  private inFlight: Promise<void> | undefined;
 
   private readonly startedAt = Date.now();
-  private ending: Promise<void> | undefined;
+  /** Set by the first end(): the teardown has begun. */
+  private ending = false;
+  private markFinished!: () => void;
+  private readonly done = new Promise<void>((resolve) => (this.markFinished = resolve));
 
   constructor(
     readonly io: SessionIO,
@@ -154,6 +169,20 @@ export class Pop3Session {
   /** Handles one command line. Resolves when its reply has been written. */
   async handle(line: Buffer): Promise<void> {
     if (this.state === 'closed' || this.state === 'update') return;
+    const errorsBefore = this.errorRun;
+    const run = this.dispatch(line);
+    this.inFlight = run;
+    try {
+      await run;
+    } finally {
+      this.inFlight = undefined;
+    }
+    // Only a run of bad lines is a peer that does not speak POP3; one between good commands
+    // (an old client's LAST or XTND, a mistyped command) is forgiven.
+    if (this.errorRun === errorsBefore) this.errorRun = 0;
+  }
+
+  private dispatch(line: Buffer): Promise<void> {
     const sasl = this.sasl;
     if (sasl) {
       this.sasl = undefined;
@@ -168,7 +197,7 @@ export class Pop3Session {
     if (!handler.states.includes(this.state)) return this.protocolError(`${command.verb} is not allowed in the ${this.state.toUpperCase()} state.`);
     if (!handler.acceptsArgs(command.args.length)) return this.protocolError(`Wrong number of arguments for ${command.verb}.`);
     this.services.events.command(command.verb);
-    await handler.run(this, command);
+    return handler.run(this, command);
   }
 
   /** Whether a command line may be as long as `length`: SASL responses may be much longer. */
@@ -177,16 +206,15 @@ export class Pop3Session {
   }
 
   /**
-   * A reply to a command the client should not have sent (unknown, malformed, out of state).
-   * Past the limit the connection is closed: a peer that keeps erring is not speaking POP3
-   * (a cross-protocol attack, or a confused program).
+   * A reply to a line the client should not have sent (unknown, malformed, out of state, too
+   * long). After maxErrors of them in a row the connection is closed: a peer that keeps erring
+   * is not speaking POP3 (a cross-protocol attack, or a confused program).
    */
   async protocolError(text: string): Promise<void> {
-    this.errors++;
-    if (this.errors < this.services.policy.maxErrors) return this.error(text);
-    await this.error(`${text} Too many errors, closing connection.`).catch(() => undefined);
-    this.io.close();
-    await this.end('too-many-errors');
+    this.errorRun++;
+    if (this.errorRun < this.services.policy.maxErrors) return this.error(text);
+    this.logger.debug(`S: -ERR ${text} Too many errors, closing connection.`, this.logMeta());
+    this.end('too-many-errors', errLine(`${text} Too many errors, closing connection.`));
   }
 
   /** Whether passwords must not travel on this connection (TLS exists and is not in use). */
@@ -206,15 +234,25 @@ export class Pop3Session {
   }
 
   /**
-   * Ends the session for any reason but a successful QUIT: nothing is expunged, the marks this
-   * session set are taken back, the lock is released. Safe to call more than once.
+   * The one way out of a session, whatever ended it (Dovecot's client_destroy). The client
+   * hears the farewell at once; then, once the command in flight has settled, the maildrop is
+   * let go of (nothing removed that QUIT did not commit), the lock released and the end logged
+   * and counted. Any path may call it, any number of times: the first call decides. A command
+   * handler must not await `finished()`: the teardown waits for the handler.
    */
-  end(reason: EndReason): Promise<void> {
-    this.ending ??= this.finish(reason);
-    return this.ending;
+  end(reason: EndReason, farewell?: Farewell): void {
+    this.begin(reason, farewell, false);
   }
 
-  /** QUIT in TRANSACTION: the UPDATE state. Expunges exactly the messages marked deleted. */
+  /** Resolves once the session is over and its cleanup done. */
+  finished(): Promise<void> {
+    return this.done;
+  }
+
+  /**
+   * QUIT in TRANSACTION: the UPDATE state. Removes exactly the messages marked deleted and
+   * answers +OK only once the store confirmed it and the mailbox is free for the next login.
+   */
   async update(): Promise<void> {
     const tx = this.transaction;
     if (!tx) return;
@@ -224,27 +262,49 @@ export class Pop3Session {
       await tx.maildrop.commit(indexes);
     } catch (err) {
       this.logger.warn(`Removing deleted messages failed: ${describe(err)}`, this.logMeta());
-      await this.error(`Deleted messages were not removed: ${describe(err)}. Nothing was deleted; try again later.`, 'SYS/TEMP').catch(() => undefined);
-      this.io.close();
-      await this.end('quit-failed');
-      return;
+      const reply = errLine(`Deleted messages were not removed: ${describe(err)}. Nothing was deleted; try again later.`, 'SYS/TEMP');
+      return this.end('quit-failed', reply);
     }
     this.stats.expunged = indexes.length;
     this.services.events.expunged(indexes.length);
-    this.transaction = undefined;
-    await tx.lease.release();
-    await this.ok(`Bye (${indexes.length} ${indexes.length === 1 ? 'message' : 'messages'} deleted).`).catch(() => undefined);
-    this.io.close();
-    this.ending ??= Promise.resolve().then(() => this.logEnd('quit'));
-    await this.ending;
+    this.begin('quit', okLine(`Bye (${indexes.length} ${indexes.length === 1 ? 'message' : 'messages'} deleted).`), true);
   }
 
   logMeta(): Record<string, unknown> {
     return { client: `${this.client.address}:${this.client.port}`, ...(this.user ? { user: this.user } : {}) };
   }
 
-  private async finish(reason: EndReason): Promise<void> {
+  private begin(reason: EndReason, farewell: Farewell | undefined, afterCleanup: boolean): void {
+    if (this.ending) return;
+    this.ending = true;
     this.state = 'closed';
+    this.sasl = undefined;
+    if (!afterCleanup) this.hangUp(farewell);
+    this.tearDown(reason, afterCleanup ? farewell : undefined).catch((err: unknown) =>
+      this.logger.error(`Session teardown failed: ${describe(err)}`, this.logMeta()),
+    );
+  }
+
+  private hangUp(farewell: Farewell | undefined): void {
+    if (farewell === 'cut') this.io.destroy();
+    else this.io.close(farewell);
+  }
+
+  private async tearDown(reason: EndReason, lateFarewell: Farewell | undefined): Promise<void> {
+    try {
+      // Whatever the command in flight still does (a login completing) is part of what is let go.
+      await this.inFlight?.catch(() => undefined);
+      await this.letGo();
+    } finally {
+      this.state = 'closed';
+      if (lateFarewell !== undefined) this.hangUp(lateFarewell);
+      this.logEnd(reason);
+      this.markFinished();
+    }
+  }
+
+  /** Lets go of the maildrop (nothing removed, marks taken back) and then of its lock. */
+  private async letGo(): Promise<void> {
     const maildrop = this.transaction?.maildrop ?? this.pendingMaildrop;
     const lease = this.transaction?.lease;
     this.transaction = undefined;
@@ -253,13 +313,12 @@ export class Pop3Session {
       await maildrop?.abandon();
     } catch (err) {
       this.logger.error(`Could not restore the mailbox state: ${describe(err)}`, this.logMeta());
+    } finally {
+      await lease?.release().catch((err: unknown) => this.logger.error(`Could not release the mailbox lock: ${describe(err)}`, this.logMeta()));
     }
-    await lease?.release();
-    this.logEnd(reason);
   }
 
   private logEnd(reason: EndReason): void {
-    this.state = 'closed';
     this.services.events.sessionEnded(reason);
     const s = this.stats;
     const seconds = ((Date.now() - this.startedAt) / 1000).toFixed(3);
@@ -289,18 +348,6 @@ function shownCommand(command: Command | undefined, line: Buffer): string {
   return `${command.verb} ${command.args.join(' ')}`.trim();
 }
 
-/** A write failed because the client is gone. */
-export class ClientGoneError extends Error {
-  constructor() {
-    super('Client connection closed');
-    this.name = 'ClientGoneError';
-  }
-}
-
 export function isLoopback(address: string): boolean {
   return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
-}
-
-export function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

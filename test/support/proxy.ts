@@ -25,6 +25,7 @@ export interface TestProxyOptions {
   imapHost?: string;
   idleTimeoutMs?: number;
   backendTimeoutMs?: number;
+  backendConnectTimeoutMs?: number;
   uidlFormat?: string;
   mailbox?: string;
   logLevel?: LogLevel;
@@ -86,6 +87,7 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
       maxMessages: undefined,
       markSeen: false,
       deleteMode: { kind: 'expunge' },
+      flagOnDele: false,
       greeting: 'POP3 server ready.',
       loginDelayS: undefined,
       expire: undefined,
@@ -95,6 +97,7 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
     shutdownGraceMs: 0,
     metrics: options.metrics ? { host: '127.0.0.1', port: 0 } : undefined,
     backendTimeoutMs: options.backendTimeoutMs ?? 30_000,
+    backendConnectTimeoutMs: options.backendConnectTimeoutMs ?? 5000,
     uidlFormat: options.uidlFormat ?? '%08Xu%08Xv',
     log: { level: options.logLevel ?? 'debug', format: options.logFormat ?? 'text' },
   };

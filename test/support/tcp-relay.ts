@@ -10,6 +10,11 @@ export interface TcpRelay {
   cutAfter(bytes: number): void;
   /** Cuts every open connection now. */
   cutAll(): void;
+  /**
+   * Cuts every open connection when the client next sends a line matching `pattern`, before
+   * the server sees that line.
+   */
+  cutOnCommand(pattern: RegExp): void;
   /** Bytes relayed from the server so far, over all connections. */
   readonly serverBytes: number;
   /** Connections opened so far. */
@@ -22,6 +27,7 @@ export async function startRelay(targetPort: number, targetHost = '127.0.0.1'): 
   let serverBytes = 0;
   let connections = 0;
   let cutAt: number | undefined;
+  let cutOn: RegExp | undefined;
 
   const cutAll = () => {
     for (const s of open) s.destroy();
@@ -41,7 +47,13 @@ export async function startRelay(targetPort: number, targetHost = '127.0.0.1'): 
     };
     client.on('error', drop).on('close', drop);
     upstream.on('error', drop).on('close', drop);
-    client.on('data', (d) => upstream.write(d));
+    client.on('data', (d: Buffer) => {
+      if (cutOn?.test(d.toString('latin1'))) {
+        cutOn = undefined;
+        return cutAll();
+      }
+      upstream.write(d);
+    });
     upstream.on('data', (d: Buffer) => {
       if (cutAt !== undefined && serverBytes + d.length >= cutAt) {
         // Pass part of this chunk, then break both sides without a clean close.
@@ -63,6 +75,9 @@ export async function startRelay(targetPort: number, targetHost = '127.0.0.1'): 
       cutAt = serverBytes + bytes;
     },
     cutAll,
+    cutOnCommand(pattern: RegExp) {
+      cutOn = pattern;
+    },
     get serverBytes() {
       return serverBytes;
     },

@@ -3,7 +3,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { LockLease } from '../../lock/lock-registry.js';
 import type { Credentials, Maildrop } from '../../maildrop/maildrop.js';
 import type { Pop3Session } from '../session.js';
-import { describe } from '../session.js';
+import { describe } from '../session-errors.js';
+import { errLine } from '../responses.js';
 import { args, type CommandHandler } from './command.js';
 
 export const USER: CommandHandler = {
@@ -80,7 +81,7 @@ export async function login(session: Pop3Session, credentials: Credentials): Pro
   try {
     const messages = await maildrop.open();
     session.pendingMaildrop = undefined;
-    session.transaction = { user, maildrop, lease, messages, deleted: new Set() };
+    session.transaction = { user, maildrop, lease, messages, deleted: new Set(), lastRetrieved: 0 };
     session.state = 'transaction';
     session.io.loggedIn();
     session.services.policy.loggedIn(maildrop.mailboxKey);
@@ -129,7 +130,5 @@ async function refuseCredentials(session: Pop3Session): Promise<void> {
   const policy = session.services.policy;
   await sleep(policy.authFailed(session.client.address));
   if (session.authFailures < policy.maxAuthFailures) return session.error('Authentication failed.', 'AUTH');
-  await session.error('Authentication failed; too many failures, closing connection.', 'AUTH').catch(() => undefined);
-  session.io.close();
-  await session.end('auth-failures');
+  session.end('auth-failures', errLine('Authentication failed; too many failures, closing connection.', 'AUTH'));
 }

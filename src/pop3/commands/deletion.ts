@@ -1,6 +1,7 @@
 import { isMaildropError } from '../../maildrop/errors.js';
 import type { Pop3Session } from '../session.js';
-import { describe } from '../session.js';
+import { describe } from '../session-errors.js';
+import { errLine } from '../responses.js';
 import { args, type CommandHandler } from './command.js';
 import { messageIndex, transactionOf } from './message-arg.js';
 
@@ -37,6 +38,7 @@ export const RSET: CommandHandler = {
       return storeFailure(session, 'Deletions could not be taken back', err);
     }
     tx.deleted.clear();
+    tx.lastRetrieved = 0;
     session.stats.deleted = 0;
     await session.ok(`${tx.messages.length} messages.`);
   },
@@ -44,9 +46,7 @@ export const RSET: CommandHandler = {
 
 async function storeFailure(session: Pop3Session, what: string, err: unknown): Promise<void> {
   session.logger.warn(`${what}: ${describe(err)}`, session.logMeta());
+  // Without a usable backend connection the session cannot go on.
+  if (!isMaildropError(err) || err.fatal) return session.end('backend-failed', errLine(`${what}, try again later.`, 'SYS/TEMP'));
   await session.error(`${what}, try again later.`, 'SYS/TEMP');
-  if (!isMaildropError(err) || err.fatal) {
-    session.io.close();
-    await session.end('backend-failed');
-  }
 }

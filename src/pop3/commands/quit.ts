@@ -1,3 +1,4 @@
+import { okLine } from '../responses.js';
 import { args, type CommandHandler } from './command.js';
 
 /** QUIT: in AUTHORIZATION just says goodbye; in TRANSACTION enters UPDATE. */
@@ -6,8 +7,6 @@ export const QUIT: CommandHandler = {
   acceptsArgs: args.none,
   async run(session) {
     if (session.state === 'transaction') return session.update();
-    await session.ok('Bye.');
-    session.io.close();
-    await session.end('quit');
+    session.end('quit', okLine('Bye.'));
   },
 };

@@ -1,9 +1,10 @@
 import type { Readable } from 'node:stream';
 import { isMaildropError } from '../../maildrop/errors.js';
 import { parseLineCount } from '../command-parser.js';
+import { errLine } from '../responses.js';
 import { DotStuffer } from '../dot-stuffer.js';
 import type { Pop3Session } from '../session.js';
-import { ClientGoneError, describe } from '../session.js';
+import { ClientGoneError, describe } from '../session-errors.js';
 import { TopFilter } from '../top-filter.js';
 import { args, type CommandHandler } from './command.js';
 import { messageIndex, transactionOf } from './message-arg.js';
@@ -18,6 +19,7 @@ export const RETR: CommandHandler = {
     const tx = transactionOf(session);
     const index = await messageIndex(session, tx, command.args[0]!);
     if (index === undefined) return;
+    tx.lastRetrieved = Math.max(tx.lastRetrieved, index + 1);
     const sent = await deliver(session, index, undefined);
     if (sent === undefined) return;
     session.stats.retrieved++;
@@ -85,10 +87,9 @@ async function deliver(session: Pop3Session, index: number, top: TopFilter | und
     await session.io.send(withStatus(stuffer.finish()));
   } catch (err) {
     source.destroy();
-    const clientGone = err instanceof ClientGoneError;
     session.logger.warn(`Message ${index + 1} not delivered whole: ${describe(err)}`, session.logMeta());
-    session.io.destroy();
-    await session.end(clientGone ? 'client-closed' : 'delivery-failed');
+    // No terminating line: the client must not take what it got for the whole message.
+    session.end(err instanceof ClientGoneError ? 'client-closed' : 'delivery-failed', 'cut');
     return undefined;
   }
   return octets;
@@ -99,9 +100,8 @@ async function replyReadFailure(session: Pop3Session, err: unknown): Promise<voi
     return session.error('Message was removed from the mailbox by another client.');
   }
   session.logger.warn(`Reading a message failed: ${describe(err)}`, session.logMeta());
-  await session.error('Mail server failed to deliver the message, try again later.', 'SYS/TEMP');
-  if (!isMaildropError(err) || err.fatal) {
-    session.io.close();
-    await session.end('backend-failed');
-  }
+  const text = 'Mail server failed to deliver the message, try again later.';
+  // Without a usable backend connection the session cannot go on.
+  if (!isMaildropError(err) || err.fatal) return session.end('backend-failed', errLine(text, 'SYS/TEMP'));
+  await session.error(text, 'SYS/TEMP');
 }
