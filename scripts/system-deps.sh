@@ -13,7 +13,9 @@
 set -euo pipefail
 export PATH="${PATH:+$PATH:}/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# package:binary — the binary whose presence shows that the package is installed.
+# package:file — the binary (a command name or an absolute path) or other file whose presence
+# shows that the package is installed. An absolute path may hold a glob, for files under a
+# versioned directory.
 readonly DEPS=(
   "dovecot-imapd:/usr/lib/dovecot/imap"
   "dovecot-pop3d:/usr/lib/dovecot/pop3"
@@ -24,6 +26,8 @@ readonly DEPS=(
   "python3:python3"
   "getmail6:getmail"
   "haproxy:haproxy"
+  "tcl:tclsh"
+  "tcllib:/usr/share/tcltk/tcllib*/pop3/pkgIndex.tcl"
 )
 
 # The tests also call these, which come with the packages above.
@@ -35,8 +39,13 @@ all_packages() {
 }
 
 have() {
+  local f
   case "$1" in
-    /*) [ -x "$1" ] ;;
+    /*)
+      # shellcheck disable=SC2086 # unquoted on purpose: the path may be a glob
+      for f in $1; do [ -e "$f" ] && return 0; done
+      return 1
+      ;;
     *) command -v "$1" >/dev/null 2>&1 ;;
   esac
 }
