@@ -7,12 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { startDovecot, withMailbox, type Dovecot, type TestUser } from './support/dovecot.js';
+import { mailboxState, startDovecot, withMailbox, type Dovecot, type StoredMessage, type TestUser } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
+import { startRelay } from './support/tcp-relay.js';
 
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/cli.js');
 const alice: TestUser = { name: 'alice', password: 'alice-secret' };
@@ -67,59 +67,6 @@ after(async () => {
   }
   await dovecot?.stop();
 });
-
-/**
- * A loopback relay to Dovecot that passes at most `bytesPerTick` bytes from the server per
- * `tickMs`. On loopback the proxy would otherwise have the whole 3 MB message in kernel
- * buffers before the client has seen 200 KB, and a SIGKILL would cut nothing.
- */
-async function startThrottledRelay(targetPort: number, bytesPerTick = 32 * 1024, tickMs = 20): Promise<{ port: number; close(): Promise<void> }> {
-  const open = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(targetPort, '127.0.0.1');
-    open.add(client).add(upstream);
-    let queue: Buffer[] = [];
-    let queued = 0;
-    const timer = setInterval(() => {
-      let budget = bytesPerTick;
-      while (budget > 0 && queue.length > 0) {
-        const head = queue[0]!;
-        const part = head.subarray(0, budget);
-        client.write(part);
-        budget -= part.length;
-        queued -= part.length;
-        if (part.length === head.length) queue.shift();
-        else queue[0] = head.subarray(part.length);
-      }
-      if (queued < 4 * bytesPerTick) upstream.resume();
-    }, tickMs);
-    const drop = () => {
-      clearInterval(timer);
-      queue = [];
-      client.destroy();
-      upstream.destroy();
-      open.delete(client);
-      open.delete(upstream);
-    };
-    client.on('error', drop).on('close', drop);
-    upstream.on('error', drop).on('close', drop);
-    client.on('data', (d) => upstream.write(d));
-    upstream.on('data', (d: Buffer) => {
-      queue.push(d);
-      queued += d.length;
-      if (queued >= 4 * bytesPerTick) upstream.pause();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of open) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 /** Runs the built CLI against the test Dovecot on a free port; resolves once it listens. */
 async function startCli(extraArgs: string[] = [], imapPort = dovecot.imapPort): Promise<CliProcess> {
@@ -194,28 +141,13 @@ async function resetMailbox(user: TestUser, count: number, large = false): Promi
   if (large) await dovecot.deliver(user.name, `Subject: ${LARGE}\nMessage-ID: <large.${user.name}@crash>\n\n${'x'.repeat(76).concat('\n').repeat(40_000)}`);
 }
 
-interface Stored {
-  subject: string;
-  deleted: boolean;
-}
-
-async function readStore(user: TestUser): Promise<Stored[]> {
-  return within(
-    withMailbox(dovecot, user, async (imap) => {
-      if ((imap.mailbox as { exists: number }).exists === 0) return [];
-      const all = await imap.fetchAll('1:*', { uid: true, flags: true, envelope: true });
-      return all.sort((a, b) => a.uid - b.uid).map((m) => ({ subject: m.envelope?.subject ?? '', deleted: m.flags?.has('\\Deleted') ?? false }));
-    }),
-    IMAP_TIMEOUT_MS,
-    `reading ${user.name}'s INBOX`,
-  );
-}
+const readStore = (user: TestUser) => within(mailboxState(dovecot, user), IMAP_TIMEOUT_MS, `reading ${user.name}'s INBOX`);
 
 /**
  * The store once it stops changing (a command the dead proxy sent may still be running in
  * Dovecot): two reads 300 ms apart that agree, for at most 5 s.
  */
-async function settledStore(user: TestUser): Promise<Stored[]> {
+async function settledStore(user: TestUser): Promise<StoredMessage[]> {
   const deadline = Date.now() + 5000;
   let last = await readStore(user);
   for (;;) {
@@ -226,11 +158,11 @@ async function settledStore(user: TestUser): Promise<Stored[]> {
   }
 }
 
-const show = (state: Stored[]) => (state.length === 0 ? '(empty)' : state.map((s) => `${s.subject}${s.deleted ? ' [\\Deleted]' : ''}`).join(', '));
-const flagged = (state: Stored[]) => state.filter((s) => s.deleted).map((s) => s.subject);
+const show = (state: StoredMessage[]) => (state.length === 0 ? '(empty)' : state.map((s) => `${s.subject}${s.deleted ? ' [\\Deleted]' : ''}`).join(', '));
+const flagged = (state: StoredMessage[]) => state.filter((s) => s.deleted).map((s) => s.subject);
 
 /** Records and asserts: exactly `subjects` present, in order, none flagged \Deleted. */
-function assertIntact(t: TestContext, who: string, state: Stored[], subjects: string[]): void {
+function assertIntact(t: TestContext, who: string, state: StoredMessage[], subjects: string[]): void {
   t.diagnostic(`${who} store: ${show(state)}`);
   assert.deepEqual(flagged(state), [], `no message of ${who} may carry \\Deleted (store: ${show(state)})`);
   assert.deepEqual(state.map((s) => s.subject), subjects, `${who}'s messages (store: ${show(state)})`);
@@ -254,13 +186,17 @@ async function assertServed(t: TestContext, user: TestUser, count: number): Prom
 
 const five = [1, 2, 3, 4, 5].map(subjectOf);
 
-test('a. DELE 2, then SIGKILL: all 5 present, no \\Deleted', { timeout: 120_000 }, async (t) => {
+/**
+ * Alice's five messages, a proxy process, a session that sends `commands` (each reply must match
+ * its pattern), then SIGKILL: all five must be left in place, unflagged, and a fresh proxy must
+ * serve them.
+ */
+async function killMidSession(t: TestContext, commands: Array<[command: string, reply: RegExp]>): Promise<void> {
   await resetMailbox(alice, 5);
   const p = await startCli();
   try {
     const c = await login(p.port, alice);
-    assert.match(await c.command('DELE 2'), /^\+OK/);
-    assert.match(await c.command('STAT'), /^\+OK 4 /);
+    for (const [command, reply] of commands) assert.match(await c.command(command), reply);
     await kill(p);
     await c.waitClose().catch(() => undefined);
     c.destroy();
@@ -269,33 +205,32 @@ test('a. DELE 2, then SIGKILL: all 5 present, no \\Deleted', { timeout: 120_000 
   }
   assertIntact(t, 'alice', await settledStore(alice), five);
   await assertServed(t, alice, 5);
+}
+
+test('a. DELE 2, then SIGKILL: all 5 present, no \\Deleted', { timeout: 120_000 }, async (t) => {
+  await killMidSession(t, [
+    ['DELE 2', /^\+OK/],
+    ['STAT', /^\+OK 4 /],
+  ]);
 });
 
 test('b. DELE 1, DELE 3, RSET, DELE 2, then SIGKILL: all present, no \\Deleted', { timeout: 120_000 }, async (t) => {
-  await resetMailbox(alice, 5);
-  const p = await startCli();
-  try {
-    const c = await login(p.port, alice);
-    assert.match(await c.command('DELE 1'), /^\+OK/);
-    assert.match(await c.command('DELE 3'), /^\+OK/);
-    assert.match(await c.command('RSET'), /^\+OK/);
-    assert.match(await c.command('STAT'), /^\+OK 5 /);
-    assert.match(await c.command('DELE 2'), /^\+OK/);
-    await kill(p);
-    await c.waitClose().catch(() => undefined);
-    c.destroy();
-  } finally {
-    await kill(p);
-  }
-  assertIntact(t, 'alice', await settledStore(alice), five);
-  await assertServed(t, alice, 5);
+  await killMidSession(t, [
+    ['DELE 1', /^\+OK/],
+    ['DELE 3', /^\+OK/],
+    ['RSET', /^\+OK/],
+    ['STAT', /^\+OK 5 /],
+    ['DELE 2', /^\+OK/],
+  ]);
 });
 
 test('c. DELE 1, then SIGKILL in the middle of RETR of a 3 MB message: no terminator, all present, no \\Deleted', { timeout: 120_000 }, async (t) => {
   await resetMailbox(alice, 5, true);
-  // The backend link is slowed to ~1.6 MB/s so that the message is still on its way when the
-  // process dies (the fresh proxy afterwards talks to Dovecot directly).
-  const relay = await startThrottledRelay(dovecot.imapPort);
+  // The backend link is slowed to ~1.6 MB/s (32 KB per 20 ms) so that the message is still on
+  // its way when the process dies: on loopback the proxy would otherwise have the whole 3 MB
+  // message in kernel buffers before the client has seen 200 KB, and a SIGKILL would cut
+  // nothing (the fresh proxy afterwards talks to Dovecot directly).
+  const relay = await startRelay(dovecot.imapPort, { throttle: { bytesPerTick: 32 * 1024, tickMs: 20 } });
   const p = await startCli([], relay.port);
   let received: Buffer;
   try {

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, beforeEach, test } from 'node:test';
 import { ImapFlow } from 'imapflow';
-import { startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
+import { mailboxState, startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
 import { startGmailRelay, type GmailRelay } from './support/gmail-relay.js';
 import { RawPop3 } from './support/pop3-client.js';
 import { settled, startProxy, type TestProxy } from './support/proxy.js';
@@ -67,15 +67,7 @@ async function resetMailbox(count: number): Promise<void> {
 }
 
 /** Subjects and flags of every message in the store, by UID order. */
-async function storeState(): Promise<Array<{ subject: string; deleted: boolean }>> {
-  return withImap(async (imap) => {
-    if ((imap.mailbox as { exists: number }).exists === 0) return [];
-    const all = await imap.fetchAll('1:*', { uid: true, flags: true, envelope: true });
-    return all
-      .sort((a, b) => a.uid - b.uid)
-      .map((m) => ({ subject: m.envelope?.subject ?? '', deleted: m.flags?.has('\\Deleted') ?? false }));
-  });
-}
+const storeState = () => within(20_000, 'IMAP check', mailboxState(dovecot, alice));
 
 const subjects = (state: Array<{ subject: string }>) => state.map((s) => s.subject);
 const flagged = (state: Array<{ subject: string; deleted: boolean }>) => state.filter((s) => s.deleted).map((s) => s.subject);

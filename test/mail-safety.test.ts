@@ -8,10 +8,10 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
-import { startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
+import { mailboxState, startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
 import { settled, startProxy, type TestProxy, type TestProxyOptions } from './support/proxy.js';
-import { startRelay } from './support/tcp-relay.js';
+import { startRelay, type TcpRelay } from './support/tcp-relay.js';
 
 let dovecot: Dovecot;
 /** Flags stored at QUIT (the default). */
@@ -42,6 +42,22 @@ function proxyIn(flagOnDele: boolean, options: Partial<TestProxyOptions> = {}): 
   return startProxy({ imapPort: dovecot.imapPort, ...options, policy: { flagOnDele, ...options.policy } });
 }
 
+/**
+ * A session of alice's through a proxy of its own, in the given mode, whose backend connection
+ * goes through a relay that `run` can cut; the proxy is settled after `run` and both are closed.
+ */
+async function behindRelay(flagOnDele: boolean, run: (c: RawPop3, relay: TcpRelay) => Promise<void>): Promise<void> {
+  const relay = await startRelay(dovecot.imapPort);
+  const cut = await proxyIn(flagOnDele, { imapPort: relay.port });
+  try {
+    await run(await login(cut.port), relay);
+    await settled(cut);
+  } finally {
+    await cut.close();
+    await relay.close();
+  }
+}
+
 /** Empties alice's INBOX and fills it with `count` small messages. */
 async function resetMailbox(count: number): Promise<void> {
   await withImap(async (imap) => {
@@ -54,15 +70,7 @@ const withImap = <T>(run: (imap: ImapFlow) => Promise<T>) => withMailbox(dovecot
 const login = (port = proxy.port) => RawPop3.login(port, alice.name, alice.password);
 
 /** Subjects and flags of every message in the store, by UID order. */
-async function storeState(): Promise<Array<{ subject: string; deleted: boolean }>> {
-  return withImap(async (imap) => {
-    if ((imap.mailbox as { exists: number }).exists === 0) return [];
-    const all = await imap.fetchAll('1:*', { uid: true, flags: true, envelope: true });
-    return all
-      .sort((a, b) => a.uid - b.uid)
-      .map((m) => ({ subject: m.envelope?.subject ?? '', deleted: m.flags?.has('\\Deleted') ?? false }));
-  });
-}
+const storeState = () => mailboxState(dovecot, alice);
 
 const subjects = (state: Array<{ subject: string }>) => state.map((s) => s.subject);
 const anyFlagged = (state: Array<{ deleted: boolean }>) => state.some((s) => s.deleted);
@@ -194,10 +202,7 @@ for (const mode of MODES) {
 
   test(`${mode.name}: backend connection cut mid-RETR after DELE: no final ".", nothing deleted, no flag left`, async () => {
     await dovecot.deliver('alice', `Subject: large\nMessage-ID: <large@safety>\n\n${'x'.repeat(76).concat('\n').repeat(40_000)}`);
-    const relay = await startRelay(dovecot.imapPort);
-    const cut = await proxyIn(mode.flagOnDele, { imapPort: relay.port });
-    try {
-      const c = await login(cut.port);
+    await behindRelay(mode.flagOnDele, async (c, relay) => {
       assert.match(await c.command('DELE 1'), /^\+OK/);
       // Halfway through the 3 MB message, past the proxy's first fetch window.
       relay.cutAfter(1_600_000);
@@ -206,37 +211,23 @@ for (const mode of MODES) {
       const received = c.received();
       assert.ok(received.length > 500_000, `part of the message arrived (${received.length} bytes)`);
       assert.equal(received.subarray(-5).toString('latin1') === '\r\n.\r\n', false, 'no terminator after a cut');
-      await settled(cut);
-    } finally {
-      await cut.close();
-      await relay.close();
-    }
+    });
     await assertUntouched(['large']);
   });
 
   test(`${mode.name}: backend connection cut after DELE: QUIT answers [SYS/TEMP], nothing deleted, no flag left`, async () => {
-    const relay = await startRelay(dovecot.imapPort);
-    const cut = await proxyIn(mode.flagOnDele, { imapPort: relay.port });
-    try {
-      const c = await login(cut.port);
+    await behindRelay(mode.flagOnDele, async (c, relay) => {
       await c.command('DELE 2');
       relay.cutAll();
       const reply = await c.command('QUIT', 30_000);
       assert.match(reply, /^-ERR \[SYS\/TEMP\] /);
       await c.waitClose();
-      await settled(cut);
-    } finally {
-      await cut.close();
-      await relay.close();
-    }
+    });
     await assertUntouched();
   });
 
   test(`${mode.name}: a QUIT that fails after storing \\Deleted takes the flags back and answers [SYS/TEMP]`, async () => {
-    const relay = await startRelay(dovecot.imapPort);
-    const cut = await proxyIn(mode.flagOnDele, { imapPort: relay.port });
-    try {
-      const c = await login(cut.port);
+    await behindRelay(mode.flagOnDele, async (c, relay) => {
       await c.command('DELE 2');
       await c.command('DELE 3');
       // The flags are stored; the expunge never reaches the server.
@@ -244,11 +235,7 @@ for (const mode of MODES) {
       const reply = await c.command('QUIT', 30_000);
       assert.match(reply, /^-ERR \[SYS\/TEMP\] Deleted messages were not removed/);
       await c.waitClose();
-      await settled(cut);
-    } finally {
-      await cut.close();
-      await relay.close();
-    }
+    });
     await assertUntouched();
   });
 }

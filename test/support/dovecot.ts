@@ -508,6 +508,30 @@ export async function withMailbox<T>(d: Dovecot, user: TestUser, run: (imap: Ima
   }
 }
 
+/** One message of a mailbox as the store holds it. */
+export interface StoredMessage {
+  uid: number;
+  subject: string;
+  /** Whether it carries \Deleted. */
+  deleted: boolean;
+}
+
+/** Subject and \Deleted flag of every message in the user's mailbox, read over IMAP, by UID order. */
+export async function mailboxState(d: Dovecot, user: TestUser, mailbox = 'INBOX'): Promise<StoredMessage[]> {
+  return withMailbox(
+    d,
+    user,
+    async (imap) => {
+      if ((imap.mailbox as { exists: number }).exists === 0) return [];
+      const all = await imap.fetchAll('1:*', { uid: true, flags: true, envelope: true });
+      return all
+        .sort((a, b) => a.uid - b.uid)
+        .map((m) => ({ uid: m.uid, subject: m.envelope?.subject ?? '', deleted: m.flags?.has('\\Deleted') ?? false }));
+    },
+    mailbox,
+  );
+}
+
 /** The Dovecot log so far (for diagnosing a failing test). */
 export function dovecotLog(d: Dovecot): string {
   try {

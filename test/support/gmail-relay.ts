@@ -18,7 +18,7 @@
  * from the client) passed through untouched, so message bodies arrive byte-exact whatever the
  * TCP chunking; everything not named above is relayed unchanged.
  */
-import net from 'node:net';
+import { listenRelay } from './tcp-relay.js';
 
 export interface GmailRelay {
   readonly port: number;
@@ -107,25 +107,10 @@ const STORE_DELETED = /^(\S+) (UID )?STORE (\S+) (?:\([^)]*\) )?\+?FLAGS(?:\.SIL
 const FETCH = /^\S+ (?:UID )?FETCH /i;
 
 export async function startGmailRelay(targetPort: number, targetHost = '127.0.0.1'): Promise<GmailRelay> {
-  const open = new Set<net.Socket>();
   let expunged = 0;
   let autoExpunges = 0;
-  let connections = 0;
 
-  const server = net.createServer((client) => {
-    connections++;
-    const upstream = net.connect(targetPort, targetHost);
-    open.add(client);
-    open.add(upstream);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-      open.delete(client);
-      open.delete(upstream);
-    };
-    client.on('error', drop).on('close', drop);
-    upstream.on('error', drop).on('close', drop);
-
+  const relay = await listenRelay(targetPort, targetHost, (client, upstream) => {
     let uidplus = false;
     let ownTags = 0;
     /** The client STORE whose tagged answer is awaited. */
@@ -197,10 +182,8 @@ export async function startGmailRelay(targetPort: number, targetHost = '127.0.0.
     client.on('data', (d: Buffer) => fromClient.push(d));
     upstream.on('data', (d: Buffer) => fromServer.push(d));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
   return {
-    port,
+    port: relay.port,
     get expunged() {
       return expunged;
     },
@@ -208,14 +191,9 @@ export async function startGmailRelay(targetPort: number, targetHost = '127.0.0.
       return autoExpunges;
     },
     get connections() {
-      return connections;
+      return relay.connections;
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of open) s.destroy();
-        open.clear();
-        server.close(() => resolve());
-      }),
+    close: relay.close,
   };
 }
 
