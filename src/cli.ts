@@ -1,13 +1,30 @@
 #!/usr/bin/env node
 /**
- * pop3-imap-proxy: parse the command line, start the POP3 server, re-read the TLS certificate
- * on SIGHUP, and end every session through its cleanup path on SIGTERM/SIGINT.
+ * pop3-imap-proxy: the administrator's commands (hash-password, oauth-login), or else: parse the
+ * command line, start the POP3 server, re-read the TLS certificate
+ * and the users file on SIGHUP, and end every session through its cleanup path on SIGTERM/SIGINT.
  */
+import { hashPasswordCommand } from './admin/hash-password.js';
+import { oauthLoginCommand } from './admin/oauth-login.js';
 import { ConfigError, parseCommandLine } from './config/options.js';
 import { createLogger } from './logging/logger.js';
 import { createProxy } from './proxy.js';
 
+/** The administrator's commands, besides running the proxy. */
+async function admin(command: string, args: readonly string[]): Promise<number> {
+  try {
+    if (command === 'hash-password') return await hashPasswordCommand(process.stdin, process.stdout, process.stderr);
+    await oauthLoginCommand(args, process.stdout);
+    return 0;
+  } catch (err) {
+    console.error(`pop3-imap-proxy ${command}: ${(err as Error).message}`);
+    return err instanceof ConfigError ? 2 : 1;
+  }
+}
+
 async function main(): Promise<void> {
+  const [command, ...rest] = process.argv.slice(2);
+  if (command === 'hash-password' || command === 'oauth-login') process.exit(await admin(command, rest));
   let parsed;
   try {
     parsed = await parseCommandLine(process.argv.slice(2));
@@ -23,7 +40,14 @@ async function main(): Promise<void> {
   }
   const config = parsed.config;
   const logger = createLogger(config.log);
-  const server = createProxy(config, logger);
+  let server;
+  try {
+    server = createProxy(config, logger);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`pop3-imap-proxy: ${err.message}`);
+    process.exit(2);
+  }
   try {
     await server.listen();
   } catch (err) {
@@ -44,7 +68,7 @@ async function main(): Promise<void> {
     );
   };
   // A renewed certificate is picked up without dropping anyone.
-  process.on('SIGHUP', () => server.reloadTls());
+  process.on('SIGHUP', () => server.reload());
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }

@@ -6,9 +6,8 @@ import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'winston';
 import type { ProxyConfig } from './config/options.js';
-import { ImapMaildropProvider } from './imap/imap-maildrop.js';
+import { LocalUsers } from './auth/local-users.js';
 import { probeImap } from './imap/probe.js';
-import { compileUidlFormat } from './imap/uidl-format.js';
 import type { LockRegistry } from './lock/lock-registry.js';
 import { MemoryLockRegistry } from './lock/memory-lock-registry.js';
 import { RedisLockRegistry } from './lock/redis-lock-registry.js';
@@ -18,6 +17,8 @@ import { LoginDelay } from './limits/login-delay.js';
 import { startMetricsEndpoint } from './metrics/http-endpoint.js';
 import { ProxyMetrics } from './metrics/metrics.js';
 import { Pop3Server } from './pop3/server.js';
+import { profileBackend, type SharedBackendOptions } from './routing/backends.js';
+import { ProfileRouter } from './routing/profile-router.js';
 import { TlsCredentials } from './tls/tls-credentials.js';
 
 export const IMPLEMENTATION = 'pop3-imap-proxy';
@@ -45,6 +46,7 @@ export class Pop3ImapProxy {
     readonly metrics: ProxyMetrics,
     private readonly locks: LockRegistry,
     private readonly ready: () => Promise<void>,
+    private readonly users: LocalUsers | undefined,
   ) {}
 
   /** Starts listening; resolves to the plain POP3 listener's address. */
@@ -68,8 +70,16 @@ export class Pop3ImapProxy {
     return this.pop3.activeSessions;
   }
 
-  reloadTls(): void {
+  /** SIGHUP: the TLS certificate and the users file are read again; sessions go on. */
+  reload(): void {
     this.pop3.reloadTls();
+    if (!this.users) return;
+    try {
+      this.users.reload();
+      this.logger.info(`Users file reloaded: ${this.users.size} users`);
+    } catch (err) {
+      this.logger.error(`Users file not reloaded, keeping the users in force: ${(err as Error).message}`);
+    }
   }
 
   /** See Pop3Server.close(); the metrics endpoint stays up until the sessions are over. */
@@ -83,21 +93,19 @@ export class Pop3ImapProxy {
 
 export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegistry = lockRegistry(config, logger)): Pop3ImapProxy {
   const metrics = new ProxyMetrics();
+  const shared: SharedBackendOptions = {
+    timeoutMs: config.backendTimeoutMs,
+    connectTimeoutMs: config.backendConnectTimeoutMs,
+    chunkSize: DOWNLOAD_CHUNK,
+    cacheMessages: SNAPSHOT_CACHE_MESSAGES,
+    maxMessages: config.policy.maxMessages,
+    markSeen: config.policy.markSeen,
+    onStep: (step, seconds) => metrics.backendStep(step, seconds),
+  };
+  const users = config.usersFile === undefined ? undefined : new LocalUsers(config.usersFile);
+  const backends = new Map([...config.routing.profiles].map(([name, profile]) => [name, profileBackend(name, profile, shared, users, logger)] as const));
+  const provider = new ProfileRouter(config.routing, backends, logger);
   const backend = { ...config.imap, timeoutMs: config.backendTimeoutMs, connectTimeoutMs: config.backendConnectTimeoutMs };
-  const provider = new ImapMaildropProvider(
-    {
-      ...backend,
-      uidl: compileUidlFormat(config.uidlFormat),
-      chunkSize: DOWNLOAD_CHUNK,
-      cacheMessages: SNAPSHOT_CACHE_MESSAGES,
-      maxMessages: config.policy.maxMessages,
-      markSeen: config.policy.markSeen,
-      deleteMode: config.policy.deleteMode,
-      flagOnDele: config.policy.flagOnDele,
-      onStep: (step, seconds) => metrics.backendStep(step, seconds),
-    },
-    logger,
-  );
   const tls = config.tls && new TlsCredentials(config.tls.certFile, config.tls.keyFile);
   const throttle = new AuthThrottle(config.limits.authFailDelayMs);
   const loginDelay = config.policy.loginDelayS === undefined ? undefined : new LoginDelay(config.policy.loginDelayS * 1000);
@@ -136,7 +144,7 @@ export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegi
       events: metrics,
     },
   );
-  return new Pop3ImapProxy(config, logger, pop3, metrics, locks, () => probeImap(backend, READY_PROBE_TIMEOUT_MS));
+  return new Pop3ImapProxy(config, logger, pop3, metrics, locks, () => probeImap(backend, READY_PROBE_TIMEOUT_MS), users);
 }
 
 function lockRegistry(config: ProxyConfig, logger: Logger): LockRegistry {

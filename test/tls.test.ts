@@ -455,14 +455,14 @@ test('commands pipelined in plaintext behind STLS are dropped, never answered', 
 // ---------------------------------------------------------------------------------------------
 // Certificate reload
 
-test('reloadTls: new handshakes get the new certificate, running TLS sessions keep working', async () => {
+test('reload (SIGHUP): new handshakes get the new certificate, running TLS sessions keep working', async () => {
   const dir = await mkdtemp(join(work, 'reload-'));
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
   await copyFile(certs.server.chainFile, certFile);
   await copyFile(certs.server.keyFile, keyFile);
   const p = await startProxy({ imapPort: dovecot.imapPort, tls: { certFile, keyFile, implicit: true } });
-  const reloadTls = () => p.server.reloadTls();
+  const reloadTls = () => p.server.reload();
   try {
     const u = user('reload');
     const old = await connectTls(p.tlsPort!);

@@ -8,22 +8,16 @@ import { parse as parseYaml } from 'yaml';
 import yargs from 'yargs';
 import type { ImapTlsMode } from '../imap/imap-client.js';
 import type { DeleteMode } from '../imap/imap-maildrop.js';
+import { needsLocalUsers, parseRouting, type BackendEndpoint, type Routing } from './profiles.js';
 import { loadTlsCredentials } from '../tls/tls-credentials.js';
-import { compileUidlFormat, DEFAULT_UIDL_FORMAT } from '../imap/uidl-format.js';
+import { DEFAULT_UIDL_FORMAT } from '../imap/uidl-format.js';
+import { checkUidlFormat, ConfigError, parseDeleteMode, readCa } from './values.js';
 import type { LogFormat, LogLevel } from '../logging/logger.js';
 
 export interface ProxyConfig {
   readonly listen: { readonly host: string; readonly port: number };
-  readonly imap: {
-    readonly host: string;
-    readonly port: number;
-    readonly tls: ImapTlsMode;
-    readonly verifyTls: boolean;
-    readonly ca: Buffer | undefined;
-    readonly mailbox: string;
-    /** TLS server name (SNI and certificate check) when it differs from the host. */
-    readonly servername: string | undefined;
-  };
+  /** The default profile's backend: the one every login goes to that no route names. */
+  readonly imap: BackendEndpoint;
   /** Client-side TLS: STLS on the plain port, and implicit TLS on its own port if given. */
   readonly tls: TlsConfig | undefined;
   /** Connections start with a HAProxy PROXY protocol header (v1 or v2) naming the real client. */
@@ -43,6 +37,10 @@ export interface ProxyConfig {
   /** Longest wait for the backend's TCP/TLS connection and greeting. */
   readonly backendConnectTimeoutMs: number;
   readonly uidlFormat: string;
+  /** Backend profiles (the flags make "default") and the routes of logins to them. */
+  readonly routing: Routing;
+  /** The proxy's own users, for profiles that log in with tokens of the proxy's own. */
+  readonly usersFile: string | undefined;
   readonly log: { readonly level: LogLevel; readonly format: LogFormat };
 }
 
@@ -84,12 +82,7 @@ export interface AbuseLimits {
   readonly maxErrors: number;
 }
 
-export class ConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ConfigError';
-  }
-}
+export { ConfigError };
 
 export const ENV_PREFIX = 'POP3PROXY';
 const DEFAULT_GREETING = 'POP3 server ready.';
@@ -131,6 +124,7 @@ const OPTIONS = {
   'max-auth-failures': { type: 'number', default: 3, describe: 'Failed logins on one connection before it is closed', group: 'Limits:' },
   'auth-fail-delay': { type: 'number', default: 8, describe: 'Longest delay in seconds before a failed login is answered (grows per address)', group: 'Limits:' },
   'max-errors': { type: 'number', default: 10, describe: 'Protocol errors on one connection before it is closed', group: 'Limits:' },
+  'users-file': { type: 'string', describe: 'YAML file of the proxy\'s own users (login, mailbox, password hashes), for profiles that log in with tokens; re-read on SIGHUP', group: 'Operations:' },
   'lock-redis': { type: 'string', describe: 'Redis URL (redis://host:6379/0) for mailbox locks shared by several proxy replicas', group: 'Operations:' },
   'lock-ttl': { type: 'number', default: 60, describe: 'Seconds a Redis lock outlives a replica that died holding it', group: 'Operations:' },
   'metrics-port': { type: 'number', describe: 'Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this port', group: 'Operations:' },
@@ -142,18 +136,25 @@ const OPTIONS = {
 /** Values read from --config, kept to tell where a bad value came from. */
 interface ConfigFile {
   path: string | undefined;
+  /** The settings that are also flags. */
   values: Record<string, unknown>;
+  /** The settings only the file can hold: backend profiles and routes. */
+  profiles: unknown;
+  routes: unknown;
 }
+
+/** Keys of the config file that are not flags: they hold structures. */
+const FILE_ONLY_KEYS = ['profiles', 'routes'];
 
 function parser(argv: readonly string[], file: ConfigFile) {
   return yargs([...argv])
     .scriptName('pop3-imap-proxy')
     .usage('$0 --imap-host HOST [options]\n\nA POP3 server that serves each user\'s mailbox from an IMAP server.')
     .env(ENV_PREFIX)
-    .config('config', 'YAML or JSON file with the same keys as the flags (flags > environment > file > defaults)', (path: string) => {
-      file.path = path;
-      file.values = readConfigFile(path);
-      return file.values;
+    .config('config', 'YAML or JSON file with the same keys as the flags (flags > environment > file > defaults), and backend profiles and routes', (path: string) => {
+      const { profiles, routes, ...values } = readConfigFile(path);
+      Object.assign(file, { path, values, profiles, routes });
+      return values;
     })
     .options(OPTIONS)
     .strict()
@@ -185,11 +186,11 @@ export interface ParsedCommandLine {
 
 /** Parses argv; returns undefined when --help or --version was answered. */
 export async function parseCommandLine(argv: readonly string[]): Promise<ParsedCommandLine | undefined> {
-  const file: ConfigFile = { path: undefined, values: {} };
+  const file: ConfigFile = { path: undefined, values: {}, profiles: undefined, routes: undefined };
   const raw = await parser(argv, file).parseAsync();
   if (raw.help || raw.version) return undefined;
-  const config = validate(raw, origins(argv, file));
-  return { config, print: raw['print-config'] ? effectiveSettings(raw) : undefined };
+  const config = validate(raw, origins(argv, file), file);
+  return { config, print: raw['print-config'] ? effectiveSettings(raw, file) : undefined };
 }
 
 /** Parses argv into a configuration; undefined when --help or --version was answered. */
@@ -213,7 +214,7 @@ function readConfigFile(path: string): Record<string, unknown> {
   }
   if (values === null || values === undefined) return {};
   if (typeof values !== 'object' || Array.isArray(values)) throw new ConfigError(`--config: ${path} must hold a mapping of flag names to values`);
-  const unknown = Object.keys(values).find((key) => !(key in OPTIONS) || key === 'print-config');
+  const unknown = Object.keys(values).find((key) => (!(key in OPTIONS) && !FILE_ONLY_KEYS.includes(key)) || key === 'print-config');
   if (unknown !== undefined) throw new ConfigError(`--config: ${path} has an unknown setting "${unknown}"`);
   return values as Record<string, unknown>;
 }
@@ -230,9 +231,14 @@ function origins(argv: readonly string[], file: ConfigFile): (key: string) => st
   };
 }
 
-/** Settings shown by --print-config: every flag's effective value. Nothing here is secret. */
-function effectiveSettings(raw: Raw): Record<string, unknown> {
+/**
+ * Settings shown by --print-config: every flag's effective value, and the profiles and routes.
+ * Nothing here is secret: secrets are only ever named by the files or variables holding them.
+ */
+function effectiveSettings(raw: Raw, file: ConfigFile): Record<string, unknown> {
   const shown: Record<string, unknown> = {};
+  if (file.profiles !== undefined) shown.profiles = file.profiles;
+  if (file.routes !== undefined) shown.routes = file.routes;
   for (const [key, value] of Object.entries(raw)) {
     if (key === '_' || key === '$0' || key === 'config' || key === 'print-config' || /[A-Z]/.test(key)) continue;
     shown[key] = value;
@@ -242,27 +248,27 @@ function effectiveSettings(raw: Raw): Record<string, unknown> {
 
 type Raw = Awaited<ReturnType<ReturnType<typeof parser>['parseAsync']>>;
 
-function validate(raw: Raw, at: (key: string) => string): ProxyConfig {
+function validate(raw: Raw, at: (key: string) => string, file: ConfigFile): ProxyConfig {
   const imapHost = raw['imap-host'];
   if (!imapHost) throw new ConfigError('--imap-host is required (or POP3PROXY_IMAP_HOST, or imap-host in a --config file)');
   const tls = raw['imap-tls'];
-  const uidlFormat = raw['uidl-format'];
-  try {
-    compileUidlFormat(uidlFormat);
-  } catch (err) {
-    throw new ConfigError(`${at('uidl-format')}: ${(err as Error).message}`);
-  }
+  const uidlFormat = checkUidlFormat(at('uidl-format'), raw['uidl-format']);
+  const imap: BackendEndpoint = {
+    host: imapHost,
+    port: port(at('imap-port'), raw['imap-port'] ?? (tls === 'implicit' ? 993 : 143), false),
+    tls,
+    verifyTls: raw['imap-tls-verify'],
+    ca: raw['imap-ca'] === undefined ? undefined : readCa(at('imap-ca'), raw['imap-ca']),
+    mailbox: nonEmpty(at('mailbox'), raw.mailbox),
+    servername: raw['imap-servername'],
+  };
+  const deleteMode = parseDeleteMode(at('delete-mode'), raw['delete-mode']);
+  const routing = parseRouting(file.profiles, file.routes, { imap, deleteMode, flagOnDele: raw['flag-on-dele'], uidlFormat, auth: { grant: 'password' } }, file.path ?? '--config');
+  const usersFile = raw['users-file'];
+  if (needsLocalUsers(routing) && usersFile === undefined) throw new ConfigError(`${at('users-file')} is required: a profile logs in with tokens of the proxy's own, so the proxy must check its clients itself`);
   return {
     listen: { host: raw.host, port: port(at('port'), raw.port, true) },
-    imap: {
-      host: imapHost,
-      port: port(at('imap-port'), raw['imap-port'] ?? (tls === 'implicit' ? 993 : 143), false),
-      tls,
-      verifyTls: raw['imap-tls-verify'],
-      ca: raw['imap-ca'] === undefined ? undefined : readCa(at('imap-ca'), raw['imap-ca']),
-      mailbox: nonEmpty(at('mailbox'), raw.mailbox),
-      servername: raw['imap-servername'],
-    },
+    imap,
     tls: tlsConfig(raw, at),
     allowPlaintextAuth: raw['allow-plaintext-auth'],
     proxyProtocol: raw['proxy-protocol'],
@@ -277,7 +283,7 @@ function validate(raw: Raw, at: (key: string) => string): ProxyConfig {
     policy: {
       maxMessages: raw['max-messages'] === undefined ? undefined : count(at('max-messages'), raw['max-messages']),
       markSeen: raw['mark-seen'],
-      deleteMode: deleteMode(at('delete-mode'), raw['delete-mode']),
+      deleteMode,
       flagOnDele: raw['flag-on-dele'],
       greeting: greeting(at('greeting'), raw.greeting),
       loginDelayS: raw['login-delay'] === undefined ? undefined : seconds(at('login-delay'), raw['login-delay']) / 1000,
@@ -290,6 +296,8 @@ function validate(raw: Raw, at: (key: string) => string): ProxyConfig {
     backendTimeoutMs: seconds(at('backend-timeout'), raw['backend-timeout']),
     backendConnectTimeoutMs: seconds(at('backend-connect-timeout'), raw['backend-connect-timeout']),
     uidlFormat,
+    routing,
+    usersFile,
     log: { level: raw['log-level'], format: raw['log-format'] },
   };
 }
@@ -324,13 +332,6 @@ function redisUrl(flag: string, value: string): string {
   return value;
 }
 
-function deleteMode(flag: string, value: string): DeleteMode {
-  if (value === 'expunge' || value === 'flag') return { kind: value };
-  const folder = /^move:(.+)$/.exec(value)?.[1];
-  if (folder !== undefined && folder.trim() !== '') return { kind: 'move', folder };
-  throw new ConfigError(`${flag}: ${value} is not expunge, flag or move:FOLDER`);
-}
-
 function greeting(flag: string, value: string): string {
   if (/[\r\n\0]/.test(value)) throw new ConfigError(`${flag} must be one line`);
   // "+OK " and CRLF leave 506 of the 512 octets a reply line may have.
@@ -363,14 +364,4 @@ function seconds(flag: string, value: number, allowZero = false): number {
 function nonEmpty(flag: string, value: string): string {
   if (value.trim() === '') throw new ConfigError(`${flag} must not be empty`);
   return value;
-}
-
-function readCa(flag: string, file: string): Buffer {
-  try {
-    const pem = readFileSync(file);
-    if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate in it');
-    return pem;
-  } catch (err) {
-    throw new ConfigError(`${flag}: cannot use ${file}: ${(err as Error).message}`);
-  }
 }

@@ -4,6 +4,7 @@
  */
 import { Writable } from 'node:stream';
 import type { AbuseLimits, MailboxPolicy, ProxyConfig } from '../../src/config/options.js';
+import { parseRouting, type BackendEndpoint } from '../../src/config/profiles.js';
 import type { ImapTlsMode } from '../../src/imap/imap-client.js';
 import type { LockRegistry } from '../../src/lock/lock-registry.js';
 import { createLogger, type LogFormat, type LogLevel } from '../../src/logging/logger.js';
@@ -47,6 +48,10 @@ export interface TestProxyOptions {
   proxyProtocol?: boolean;
   /** Shared locks in this Redis. */
   lockRedis?: { url: string; ttlMs: number };
+  /** Backend profiles and routes, as the config file writes them. */
+  profiles?: Record<string, unknown>;
+  routes?: Record<string, string>;
+  usersFile?: string;
 }
 
 /** Generous limits, so that tests which are not about them never meet them. */
@@ -67,38 +72,44 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
       done();
     },
   });
+  const imap: BackendEndpoint = {
+    host: options.imapHost ?? '127.0.0.1',
+    port: options.imapPort,
+    tls: options.imapTls ?? 'none',
+    verifyTls: options.imapVerifyTls ?? true,
+    ca: options.imapCa,
+    mailbox: options.mailbox ?? 'INBOX',
+    servername: options.imapServername,
+  };
+  const policy: MailboxPolicy = {
+    maxMessages: undefined,
+    markSeen: false,
+    deleteMode: { kind: 'expunge' },
+    flagOnDele: false,
+    greeting: 'POP3 server ready.',
+    loginDelayS: undefined,
+    expire: undefined,
+    ...options.policy,
+  };
+  const uidlFormat = options.uidlFormat ?? '%08Xu%08Xv';
+  const defaults = { imap, deleteMode: policy.deleteMode, flagOnDele: policy.flagOnDele, uidlFormat, auth: { grant: 'password' as const } };
   const config: ProxyConfig = {
     listen: { host: options.listenHost ?? '127.0.0.1', port: 0 },
-    imap: {
-      host: options.imapHost ?? '127.0.0.1',
-      port: options.imapPort,
-      tls: options.imapTls ?? 'none',
-      verifyTls: options.imapVerifyTls ?? true,
-      ca: options.imapCa,
-      mailbox: options.mailbox ?? 'INBOX',
-      servername: options.imapServername,
-    },
+    imap,
     tls: options.tls && { certFile: options.tls.certFile, keyFile: options.tls.keyFile, port: options.tls.implicit ? 0 : undefined },
     allowPlaintextAuth: options.allowPlaintextAuth ?? false,
     proxyProtocol: options.proxyProtocol ?? false,
     lockRedis: options.lockRedis,
     limits: { ...TEST_LIMITS, ...options.limits },
-    policy: {
-      maxMessages: undefined,
-      markSeen: false,
-      deleteMode: { kind: 'expunge' },
-      flagOnDele: false,
-      greeting: 'POP3 server ready.',
-      loginDelayS: undefined,
-      expire: undefined,
-      ...options.policy,
-    },
+    policy,
     idleTimeoutMs: options.idleTimeoutMs ?? 600_000,
     shutdownGraceMs: 0,
     metrics: options.metrics ? { host: '127.0.0.1', port: 0 } : undefined,
     backendTimeoutMs: options.backendTimeoutMs ?? 30_000,
     backendConnectTimeoutMs: options.backendConnectTimeoutMs ?? 5000,
-    uidlFormat: options.uidlFormat ?? '%08Xu%08Xv',
+    uidlFormat,
+    routing: parseRouting(options.profiles, options.routes, defaults, 'the test configuration'),
+    usersFile: options.usersFile,
     log: { level: options.logLevel ?? 'debug', format: options.logFormat ?? 'text' },
   };
   const logger = createLogger({ ...config.log, stream: sink });

@@ -1,0 +1,40 @@
+/**
+ * Checks of single setting values, shared by the flags and the config file's profiles. A leaf
+ * module: it imports nothing of the modules that use it.
+ */
+import { readFileSync } from 'node:fs';
+import type { DeleteMode } from '../imap/imap-maildrop.js';
+import { compileUidlFormat } from '../imap/uidl-format.js';
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export function parseDeleteMode(where: string, value: string): DeleteMode {
+  if (value === 'expunge' || value === 'flag') return { kind: value };
+  const folder = /^move:(.+)$/.exec(value)?.[1];
+  if (folder !== undefined && folder.trim() !== '') return { kind: 'move', folder };
+  throw new ConfigError(`${where}: ${value} is not expunge, flag or move:FOLDER`);
+}
+
+export function checkUidlFormat(where: string, template: string): string {
+  try {
+    compileUidlFormat(template);
+  } catch (err) {
+    throw new ConfigError(`${where}: ${(err as Error).message}`);
+  }
+  return template;
+}
+
+export function readCa(where: string, file: string): Buffer {
+  try {
+    const pem = readFileSync(file);
+    if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate in it');
+    return pem;
+  } catch (err) {
+    throw new ConfigError(`${where}: cannot use ${file}: ${(err as Error).message}`);
+  }
+}
