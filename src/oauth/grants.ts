@@ -140,6 +140,8 @@ async function request<T>(pending: Promise<T>): Promise<T> {
   try {
     return await pending;
   } catch (err) {
+    // A 401 that challenges (client_secret_basic refused): the client's registration is wrong.
+    if (err instanceof oidc.WWWAuthenticateChallengeError) throw new TokenError(`token endpoint refused the client (HTTP ${err.status})`, true, { cause: err });
     if (err instanceof oidc.ResponseBodyError) {
       // invalid_grant: the refresh token or the delegation is gone; invalid_client,
       // unauthorized_client, invalid_scope: the registration is wrong. Retrying will not help.

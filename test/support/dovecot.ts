@@ -540,3 +540,52 @@ export function dovecotLog(d: Dovecot): string {
     return '';
   }
 }
+
+export interface OAuth2PassdbOptions {
+  /** SASL mechanisms the oauth2 passdb serves (and Dovecot offers besides PLAIN and LOGIN). Default: xoauth2 oauthbearer. */
+  mechanisms?: string;
+  /**
+   * Whether a token whose introspection answer says `any_mailbox: true` opens every mailbox
+   * (Microsoft 365 app-only tokens, see test/support/oauth-server.ts). Default true.
+   */
+  anyMailbox?: boolean;
+}
+
+/**
+ * Makes Dovecot check bearer tokens (XOAUTH2, OAUTHBEARER) with an RFC 7662 introspection
+ * endpoint, such as the one of test/support/oauth-server.ts: writes the oauth2 passdb
+ * configuration into `dir` (which must outlive Dovecot) and answers the `extraConfig` for
+ * startDovecot. Add NO_LOGIN_PENALTY when refused logins are part of the test.
+ *
+ * A token is accepted for the mailbox its introspection answer names as `username`. With
+ * `anyMailbox`, a second oauth2 passdb asks `<introspectUrl>?any_mailbox=required`, where the
+ * server answers active only for tokens that open every mailbox, and accepts those for any
+ * mailbox. (Dovecot 2.3 takes a token whose answer lacks the active_attribute as active, so the
+ * distinction has to be made by the server.) Dovecot keeps no token cache: every login is
+ * introspected, once per passdb asked.
+ */
+export async function oauth2PassdbConfig(dir: string, introspectUrl: string, options: OAuth2PassdbOptions = {}): Promise<string> {
+  const mechanisms = confValue(options.mechanisms ?? 'xoauth2 oauthbearer');
+  const common = (url: string) => [
+    'introspection_mode = post',
+    `introspection_url = ${confValue(url)}`,
+    'force_introspection = yes',
+    'username_attribute = username',
+    'active_attribute = active',
+    'active_value = true',
+  ];
+  const perUser = join(dir, 'dovecot-oauth2.conf.ext');
+  await writeFile(perUser, [...common(introspectUrl), ''].join('\n'));
+  await chmod(perUser, 0o644);
+  const passdb = (file: string) => ['passdb {', '  driver = oauth2', `  mechanisms = ${mechanisms}`, `  args = ${file}`, '}'];
+  const lines = [`auth_mechanisms = plain login ${mechanisms}`, ...passdb(perUser)];
+  if (options.anyMailbox ?? true) {
+    const anyMailbox = join(dir, 'dovecot-oauth2-any-mailbox.conf.ext');
+    const url = `${introspectUrl}${introspectUrl.includes('?') ? '&' : '?'}any_mailbox=required`;
+    // The same constant on both sides of Dovecot's username comparison: any mailbox matches.
+    await writeFile(anyMailbox, [...common(url), 'username_format = any-mailbox', ''].join('\n'));
+    await chmod(anyMailbox, 0o644);
+    lines.push(...passdb(anyMailbox));
+  }
+  return lines.join('\n');
+}
