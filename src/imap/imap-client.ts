@@ -6,6 +6,7 @@ import { ImapFlow, type ImapFlowOptions } from 'imapflow';
 import type { Logger } from 'winston';
 import { MaildropError } from '../maildrop/errors.js';
 import type { Credentials } from '../maildrop/maildrop.js';
+import { classifyServerFailure, type ServerFailure } from './failure-texts.js';
 
 export type ImapTlsMode = 'implicit' | 'starttls' | 'none';
 
@@ -32,9 +33,28 @@ export interface ClientAddress {
   readonly port: number;
 }
 
+export interface ConnectHooks {
+  /**
+   * The server throttled this connection and suggested staying away this long (Exchange
+   * Online's "Suggested Backoff Time"), at login or at any later command.
+   */
+  readonly onThrottle?: (backoffMs: number) => void;
+}
+
 /** Connects and logs in; the returned client is authenticated and has an error listener. */
-export async function connectImap(settings: ImapSettings, login: Credentials, client: ClientAddress, logger: Logger): Promise<ImapFlow> {
-  const imap = new ImapFlow(clientOptions(settings, login, client, logger));
+export async function connectImap(
+  settings: ImapSettings,
+  login: Credentials,
+  client: ClientAddress,
+  logger: Logger,
+  hooks: ConnectHooks = {},
+): Promise<ImapFlow> {
+  let throttledMs: number | undefined;
+  const onThrottle = (ms: number) => {
+    throttledMs = ms;
+    hooks.onThrottle?.(ms);
+  };
+  const imap = new ImapFlow(clientOptions(settings, login, client, logger, onThrottle));
   // Without a listener, a socket error after login would crash the process.
   imap.on('error', (err: Error) => logger.debug(`IMAP connection error: ${err.message}`));
   try {
@@ -42,7 +62,10 @@ export async function connectImap(settings: ImapSettings, login: Credentials, cl
     return imap;
   } catch (err) {
     imap.close();
-    throw classifyLoginError(err);
+    // A hint imapflow did not log (a text it does not recognise as throttling) counts too.
+    const backoffMs = serverFailureOf(err)?.backoffMs;
+    if (backoffMs !== undefined && backoffMs !== throttledMs) hooks.onThrottle?.(backoffMs);
+    throw classifyLoginError(err, throttledMs);
   }
 }
 
@@ -59,7 +82,13 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, what: stri
   }
 }
 
-function clientOptions(settings: ImapSettings, login: Credentials, client: ClientAddress, logger: Logger): ImapFlowOptions {
+function clientOptions(
+  settings: ImapSettings,
+  login: Credentials,
+  client: ClientAddress,
+  logger: Logger,
+  onThrottle: (backoffMs: number) => void,
+): ImapFlowOptions {
   return {
     host: settings.host,
     port: settings.port,
@@ -80,7 +109,7 @@ function clientOptions(settings: ImapSettings, login: Credentials, client: Clien
       'x-originating-ip': client.address,
       'x-originating-port': String(client.port),
     },
-    logger: imapLogger(logger),
+    logger: imapLogger(logger, onThrottle),
     disableAutoIdle: true,
     connectionTimeout: settings.connectTimeoutMs,
     greetingTimeout: settings.connectTimeoutMs,
@@ -88,17 +117,32 @@ function clientOptions(settings: ImapSettings, login: Credentials, client: Clien
   };
 }
 
-/** imapflow's own log, at debug level. It masks credentials in the commands it logs. */
-function imapLogger(logger: Logger): NonNullable<ImapFlowOptions['logger']> {
+/**
+ * imapflow's own log, at debug level. It masks credentials in the commands it logs.
+ *
+ * imapflow recognises Exchange's throttling answer ("Request is throttled. Suggested Backoff
+ * Time: N milliseconds") and then waits before failing the command; when the server closes the
+ * connection meanwhile, as Exchange does, the command fails as a lost connection and the hint
+ * is gone. Its warning entry is the one place that always carries the hint, so it is watched.
+ */
+function imapLogger(logger: Logger, onThrottle: (backoffMs: number) => void): NonNullable<ImapFlowOptions['logger']> {
   const forward = (entry: unknown) => {
     if (!logger.isDebugEnabled()) return;
     const { msg, ...rest } = (entry ?? {}) as { msg?: string } & Record<string, unknown>;
     logger.debug(`imap: ${msg ?? ''}`, { imap: scrub(rest) });
   };
+  const warn = (entry: unknown) => {
+    const e = (entry ?? {}) as { msg?: unknown; throttleDelay?: unknown };
+    if (e.msg === 'Throttling detected' && typeof e.throttleDelay === 'number' && e.throttleDelay > 0) {
+      logger.warn(`IMAP server throttled the connection; it suggests backing off ${e.throttleDelay} ms`);
+      onThrottle(e.throttleDelay);
+    }
+    forward(entry);
+  };
   return {
     debug: forward,
     info: forward,
-    warn: forward,
+    warn,
     error: forward,
     // Lets imapflow skip serializing every response for a log line nobody reads. Its 'trace'
     // level (every FETCH response) is never wanted: it would drown the protocol trace.
@@ -117,26 +161,60 @@ function scrub(entry: Record<string, unknown>): Record<string, unknown> {
   return out;
 }
 
-const TEMPORARY_CODES = new Set(['UNAVAILABLE', 'SERVERBUG', 'LIMIT', 'INUSE']);
-const PERMANENT_CODES = new Set(['PRIVACYREQUIRED', 'CONTACTADMIN']);
 const TLS_CODE = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|ERR_SSL/;
 
-interface ImapError {
+/** The fields of imapflow's errors this module reads. */
+export interface ImapError {
   authenticationFailed?: boolean;
   /** TLS could not be had: a failed handshake, or STARTTLS required and not offered. */
   tlsFailed?: boolean;
+  /** The response code of a tagged NO/BAD, upper case, without brackets. */
   serverResponseCode?: string;
+  /** The text of a tagged NO/BAD, without tag, status or code. */
+  responseText?: string;
+  /** 'NO', 'BAD' or 'BYE' when the server answered. */
+  responseStatus?: string;
+  /** The text of the server's BYE, on a NoConnection error. */
+  reason?: string;
+  /** With code ETHROTTLE: the backoff the server suggested, in ms. */
+  throttleReset?: number;
   code?: string;
   message?: string;
 }
 
-function classifyLoginError(err: unknown): MaildropError {
+/** What the server's own answer in this error means (its RFC 5530 code, or its text), if known. */
+export function serverFailureOf(err: unknown): ServerFailure | undefined {
+  const e = (err ?? {}) as ImapError;
+  const text = typeof e.responseText === 'string' ? e.responseText : typeof e.reason === 'string' ? e.reason : undefined;
+  const failure = classifyServerFailure(e.serverResponseCode, text);
+  if (e.code === 'ETHROTTLE') {
+    const backoffMs = typeof e.throttleReset === 'number' && e.throttleReset > 0 ? e.throttleReset : failure?.backoffMs;
+    return { kind: 'temporary', reason: 'throttled', ...(backoffMs === undefined ? {} : { backoffMs }) };
+  }
+  return failure;
+}
+
+/**
+ * A failed connect or login as a MaildropError. The server's RFC 5530 code decides first, then
+ * the known texts of the big services (failure-texts.ts); only then imapflow's verdict, which
+ * calls every NO or BAD to a login an authentication failure (an Exchange outage included).
+ * `throttledMs`: the server throttled this connection (seen in imapflow's log, see imapLogger).
+ */
+export function classifyLoginError(err: unknown, throttledMs?: number): MaildropError {
+  const failure = err instanceof MaildropError ? undefined : serverFailureOf(err);
+  // Throttled, then cut off or timed out while imapflow waited: the throttling is the news.
+  if (throttledMs !== undefined && failure?.kind !== 'credentials' && (!(err instanceof MaildropError) || err.kind === 'temporary')) {
+    return new MaildropError('temporary', `backend throttled the login (suggested backoff ${throttledMs} ms)`, { cause: err });
+  }
   if (err instanceof MaildropError) return err;
   const e = (err ?? {}) as ImapError;
   const message = e.message ?? String(err);
-  const code = (e.serverResponseCode ?? '').toUpperCase();
-  if (TEMPORARY_CODES.has(code)) return new MaildropError('temporary', `backend refused login for now (${code})`, { cause: err });
-  if (PERMANENT_CODES.has(code)) return new MaildropError('permanent', `backend refused login (${code})`, { cause: err });
+  if (failure !== undefined) {
+    const why = failure.reason + (failure.backoffMs === undefined ? '' : `, suggested backoff ${failure.backoffMs} ms`);
+    if (failure.kind === 'credentials') return new MaildropError('credentials', `credentials rejected by the backend (${why})`, { cause: err });
+    if (failure.kind === 'permanent') return new MaildropError('permanent', `backend refused login (${why})`, { cause: err });
+    return new MaildropError('temporary', `backend refused login for now (${why})`, { cause: err });
+  }
   if (e.authenticationFailed) return new MaildropError('credentials', 'credentials rejected by the backend', { cause: err });
   if (e.tlsFailed || (e.code && TLS_CODE.test(e.code))) return new MaildropError('permanent', `TLS with the backend failed: ${message}`, { cause: err });
   return new MaildropError('temporary', `backend unreachable: ${message}`, { cause: err, fatal: true });

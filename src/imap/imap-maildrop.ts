@@ -8,12 +8,13 @@
  * With `flagOnDele` they are the \Deleted flag, stored at once and taken back on every end but
  * a successful commit; never on a server that expunges flagged mail at once (Gmail).
  */
-import { Readable } from 'node:stream';
-import type { ImapFlow, SearchObject } from 'imapflow';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import type { ImapFlow, ListResponse, SearchObject } from 'imapflow';
 import type { Logger } from 'winston';
 import { MaildropError } from '../maildrop/errors.js';
 import type { ClientInfo, Credentials, Maildrop, MaildropProvider, MessageEntry } from '../maildrop/maildrop.js';
-import { connectImap, withTimeout, type ImapSettings } from './imap-client.js';
+import { BackoffError, BackoffRegistry } from './backoff.js';
+import { connectImap, serverFailureOf, withTimeout, type ImapSettings } from './imap-client.js';
 import { ReadAhead } from './read-ahead.js';
 import { sameFlags, sameMessages, SnapshotCache, type CachedMailbox, type MailboxState } from './snapshot-cache.js';
 import { parseUidSet, uidSet } from './uid-set.js';
@@ -21,8 +22,14 @@ import type { UidlFormatter } from './uidl-format.js';
 
 const DELETED = '\\Deleted';
 const SEEN = '\\Seen';
+/** A special-use mailbox name (RFC 6154) such as \Trash, written with its backslash. */
+const SPECIAL_USE_NAME = /^\\[A-Za-z]+$/;
 
-/** Remove for good, move to a folder (keeping a copy), or only leave them flagged \Deleted. */
+/**
+ * Remove for good, move to a folder (keeping a copy), or only leave them flagged \Deleted.
+ * A folder written as a special-use name (RFC 6154), such as `\Trash`, is the folder the server
+ * flags with it: Gmail's is `[Gmail]/Trash`, or `[Gmail]/Papierkorb` on a German account.
+ */
 export type DeleteMode = { readonly kind: 'expunge' } | { readonly kind: 'move'; readonly folder: string } | { readonly kind: 'flag' };
 
 export interface ImapBackendOptions extends ImapSettings {
@@ -43,21 +50,39 @@ export interface ImapBackendOptions extends ImapSettings {
   readonly onStep?: (step: string, seconds: number) => void;
 }
 
+/** Identifies one mailbox of one user on one server: the same for every login to it. */
+export function mailboxKeyOf(options: Pick<ImapSettings, 'host' | 'port' | 'mailbox'>, user: string): string {
+  const normalized = user.trim().toLowerCase();
+  return `imap://${options.host}:${options.port}/${encodeURIComponent(normalized)}/${encodeURIComponent(options.mailbox)}`;
+}
+
 export class ImapMaildropProvider implements MaildropProvider {
   private readonly cache: SnapshotCache;
+  /** Mailboxes the server asked us to leave alone for a while (throttling). */
+  readonly backoff: BackoffRegistry;
   /** Whether the fallback from flagOnDele on an auto-expunging server has been logged. */
   private fallbackLogged = false;
 
   constructor(
     private readonly options: ImapBackendOptions,
     private readonly logger: Logger,
+    backoff: BackoffRegistry = new BackoffRegistry(),
   ) {
     this.cache = new SnapshotCache(options.cacheMessages);
+    this.backoff = backoff;
   }
 
+  /**
+   * Logs in, unless the server throttled this mailbox and the suggested back-off has not passed:
+   * then it fails at once with a BackoffError (kind 'temporary'), without connecting.
+   */
   async authenticate(credentials: Credentials, from: ClientInfo): Promise<Maildrop> {
+    const key = mailboxKeyOf(this.options, credentials.user);
+    const wait = this.backoff.remaining(key);
+    if (wait > 0) throw new BackoffError(wait);
     const started = performance.now();
-    const client = await connectImap(this.options, credentials, from, this.logger).finally(() =>
+    const hooks = { onThrottle: (ms: number) => this.backoff.backOff(key, ms) };
+    const client = await connectImap(this.options, credentials, from, this.logger, hooks).finally(() =>
       this.options.onStep?.('login', (performance.now() - started) / 1000),
     );
     return new ImapMaildrop(client, credentials, from, { ...this.options, flagOnDele: this.flagOnDele(client) }, this.cache, this.logger);
@@ -81,6 +106,25 @@ interface SnapshotEntry extends MessageEntry {
   readonly uid: number;
 }
 
+/** Passes a message through, counting its octets; tells the count once the stream ended whole. */
+class OctetCounter extends Transform {
+  private octets = 0;
+
+  constructor(private readonly whole: (octets: number) => void) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    this.octets += chunk.length;
+    done(null, chunk);
+  }
+
+  override _flush(done: TransformCallback): void {
+    this.whole(this.octets);
+    done();
+  }
+}
+
 export class ImapMaildrop implements Maildrop {
   readonly mailboxKey: string;
   private snapshot: SnapshotEntry[] = [];
@@ -91,6 +135,10 @@ export class ImapMaildrop implements Maildrop {
   private readonly flaggedByUs = new Set<number>();
   /** UIDs that already carried \Deleted when the snapshot was taken. */
   private readonly flaggedBefore = new Set<number>();
+  /** Octets of the messages read whole in this session, by index: their true sizes. */
+  private readonly readWhole = new Map<number, number>();
+  /** UIDVALIDITY of the open mailbox. */
+  private uidValidity: bigint | undefined;
   private ended = false;
 
   constructor(
@@ -101,22 +149,26 @@ export class ImapMaildrop implements Maildrop {
     private readonly cache: SnapshotCache,
     private readonly logger: Logger,
   ) {
-    const user = credentials.user.trim().toLowerCase();
-    this.mailboxKey = `imap://${options.host}:${options.port}/${encodeURIComponent(user)}/${encodeURIComponent(options.mailbox)}`;
+    this.mailboxKey = mailboxKeyOf(options, credentials.user);
   }
 
   async open(): Promise<readonly MessageEntry[]> {
     const mailbox = await this.step('opening the mailbox', () => this.client.mailboxOpen(this.options.mailbox, { readOnly: false }));
     if (mailbox.readOnly) throw new MaildropError('permanent', `mailbox ${this.options.mailbox} is read-only`);
+    // What the server left out of its SELECT answer is unknown (Courier sends no UIDNEXT).
+    const reported = mailbox as Partial<typeof mailbox>;
+    // UIDLs are made of UID and UIDVALIDITY: without it they could not be promised stable.
+    if (reported.uidValidity === undefined) throw new MaildropError('permanent', `the mail server sent no UIDVALIDITY for ${this.options.mailbox}`);
+    this.uidValidity = BigInt(reported.uidValidity);
     const state: MailboxState = {
-      uidValidity: BigInt(mailbox.uidValidity),
-      uidNext: mailbox.uidNext,
-      exists: mailbox.exists,
-      highestModseq: mailbox.highestModseq,
+      uidValidity: this.uidValidity,
+      uidNext: typeof reported.uidNext === 'number' && reported.uidNext > 0 ? reported.uidNext : undefined,
+      exists: reported.exists ?? 0,
+      highestModseq: reported.highestModseq,
     };
     const listing = await this.listing(state);
     this.cache.set(this.mailboxKey, listing);
-    const uidValidity = Number(mailbox.uidValidity);
+    const uidValidity = Number(reported.uidValidity);
     const entries: SnapshotEntry[] = [];
     // The newest messages have the highest UIDs.
     const first = Math.max(0, listing.uids.length - (this.options.maxMessages ?? listing.uids.length));
@@ -195,20 +247,31 @@ export class ImapMaildrop implements Maildrop {
     const readAhead = this.readAhead!;
     if (!readAhead.handles(index)) {
       readAhead.passed(index);
-      return this.stream(uid);
+      return this.stream(index, uid);
     }
     const body = await this.step(`fetching message UID ${uid}`, () => readAhead.take(index));
     if (body === undefined) throw new MaildropError('gone', `message UID ${uid} no longer exists`);
+    this.readWhole.set(index, body.length);
     return Readable.from([body]);
   }
 
-  /** A large message, fetched in windows as the client takes it: never held whole. */
-  private async stream(uid: number): Promise<Readable> {
+  /**
+   * A large message, fetched in windows as the client takes it: never held whole. Its octets
+   * are counted on the way: once it has all gone through, that is its true size.
+   */
+  private async stream(index: number, uid: number): Promise<Readable> {
     const download = await this.step(`fetching message UID ${uid}`, () =>
       this.client.download(String(uid), undefined, { uid: true, chunkSize: this.options.chunkSize }),
     );
     if (!download.content) throw new MaildropError('gone', `message UID ${uid} no longer exists`);
-    return download.content;
+    const content = download.content;
+    const counter = new OctetCounter((octets) => this.readWhole.set(index, octets));
+    // An error of the download reaches the reader; a reader that gives up stops the download.
+    content.on('error', (err) => counter.destroy(err));
+    counter.once('close', () => {
+      if (!content.destroyed) content.destroy();
+    });
+    return content.pipe(counter);
   }
 
   async markDeleted(index: number): Promise<void> {
@@ -228,9 +291,20 @@ export class ImapMaildrop implements Maildrop {
     for (const uid of uids) this.flaggedByUs.delete(uid);
   }
 
+  /**
+   * RETR delivered the message whole: the octets it counted are the message's true size, which
+   * the later sessions' LIST and STAT report (Exchange's RFC822.SIZE is only an estimate). This
+   * session's sizes stay as they were (RFC 1939).
+   */
   async retrieved(index: number): Promise<void> {
-    if (!this.options.markSeen) return;
     const uid = this.uidOf(index);
+    const octets = this.readWhole.get(index);
+    this.readWhole.delete(index);
+    if (octets !== undefined && this.uidValidity !== undefined) {
+      if (octets !== this.snapshot[index]!.size) this.logger.debug(`UID ${uid}: ${octets} octets delivered, the server reported ${this.snapshot[index]!.size}`);
+      this.cache.learnSize(this.mailboxKey, this.uidValidity, uid, octets);
+    }
+    if (!this.options.markSeen) return;
     const done = await this.step(`flagging UID ${uid} \\Seen`, () => this.client.messageFlagsAdd(String(uid), [SEEN], { uid: true }));
     if (!done) throw this.commandFailed(`flagging UID ${uid} \\Seen`);
   }
@@ -268,10 +342,30 @@ export class ImapMaildrop implements Maildrop {
       if (!done) throw this.commandFailed('flagging the deleted messages \\Deleted');
       return;
     }
+    // Resolved before anything is touched: if there is no such folder, nothing is removed.
+    const folder = await this.moveTarget(mode.folder);
     // The copy in the folder must not carry a \Deleted flag the session set at DELE.
     await this.removeFlags(this.client, uids.filter((uid) => this.flaggedByUs.has(uid)));
-    const moved = await this.step(`moving to ${mode.folder}`, () => this.client.messageMove(uidSet(uids), mode.folder, { uid: true }));
-    if (!moved) throw this.commandFailed(`moving the deleted messages to ${mode.folder}`);
+    const moved = await this.step(`moving to ${folder}`, () => this.client.messageMove(uidSet(uids), folder, { uid: true }));
+    if (!moved) throw this.commandFailed(`moving the deleted messages to ${folder}`);
+  }
+
+  /**
+   * The folder to move to: the name as given, or for a special-use name (`\Trash`, RFC 6154)
+   * the folder the server flags with it, looked up now (once, at QUIT, only when something is
+   * to be moved). Only the server's own flag counts, never a guess from a folder's name.
+   */
+  private async moveTarget(folder: string): Promise<string> {
+    if (!SPECIAL_USE_NAME.test(folder)) return folder;
+    const wanted = folder.toLowerCase();
+    const folders = await this.step(`looking up the ${folder} folder`, () => this.client.list());
+    const flagged = (entry: ListResponse) => [...(entry.flags ?? [])].some((flag) => flag.toLowerCase() === wanted);
+    const found = folders.find((entry) => flagged(entry) && !entry.flags.has('\\NonExistent') && !entry.flags.has('\\Noselect'));
+    if (found === undefined) {
+      throw new MaildropError('permanent', `no folder on the mail server carries the special-use flag ${folder} (--delete-mode move:${folder}); nothing was removed`);
+    }
+    this.logger.debug(`--delete-mode move:${folder}: the folder flagged ${folder} is ${found.path}`);
+    return found.path;
   }
 
   /**
@@ -349,7 +443,12 @@ export class ImapMaildrop implements Maildrop {
     }
   }
 
-  /** Runs one backend step with the backend timeout, classifying its failure. */
+  /**
+   * Runs one backend step with the backend timeout, classifying its failure: by the server's
+   * RFC 5530 code or known text where it gave one (failure-texts.ts), so that Exchange's
+   * "User is authenticated but not connected." right after login counts as a credentials
+   * problem and a missing folder as a permanent one; otherwise as temporary.
+   */
   private async step<T>(what: string, run: () => Promise<T>): Promise<T> {
     const started = performance.now();
     try {
@@ -359,7 +458,14 @@ export class ImapMaildrop implements Maildrop {
       const message = err instanceof Error ? err.message : String(err);
       const code = (err as { code?: string }).code;
       if (code === 'DownloadIncomplete') throw new MaildropError('gone', `${what}: ${message}`, { cause: err });
-      throw new MaildropError('temporary', `${what}: ${message}`, { cause: err, fatal: !this.client.usable });
+      const fatal = !this.client.usable;
+      const failure = serverFailureOf(err);
+      if (failure !== undefined) {
+        const text = (err as { responseText?: unknown }).responseText;
+        const said = typeof text === 'string' && text !== '' ? `: ${text}` : '';
+        throw new MaildropError(failure.kind, `${what}: the server refused (${failure.reason})${said}`, { cause: err, fatal });
+      }
+      throw new MaildropError('temporary', `${what}: ${message}`, { cause: err, fatal });
     } finally {
       // UIDs are left out of the step's name: one series per kind of step.
       this.options.onStep?.(what.replace(/ UID \d+/, ''), (performance.now() - started) / 1000);

@@ -8,9 +8,14 @@
  * bounded by the number of messages it holds, least recently used mailboxes going first.
  */
 
+/**
+ * What SELECT told about the mailbox. Anything the server does not report is undefined and
+ * proves nothing: Courier-IMAP sends no UIDNEXT, Exchange Online and Courier have no CONDSTORE.
+ */
 export interface MailboxState {
   readonly uidValidity: bigint;
-  readonly uidNext: number;
+  /** Undefined when the server sent no (usable) UIDNEXT. */
+  readonly uidNext: number | undefined;
   readonly exists: number;
   /** From CONDSTORE; undefined when the server does not offer it. */
   readonly highestModseq: bigint | undefined;
@@ -20,7 +25,11 @@ export interface CachedMailbox {
   readonly state: MailboxState;
   /** Ascending. */
   readonly uids: Uint32Array;
-  /** Sizes in octets, in the order of `uids`. */
+  /**
+   * Sizes in octets, in the order of `uids`: what the server reported (RFC822.SIZE), or the
+   * octets a session counted when it delivered the message whole, where they differ (Exchange
+   * reports an estimate).
+   */
   readonly sizes: Float64Array;
   /** UIDs that carried \Deleted. */
   readonly deleted: ReadonlySet<number>;
@@ -52,6 +61,17 @@ export class SnapshotCache {
     }
   }
 
+  /**
+   * Notes the true size of one message, counted as it was delivered whole, for the sessions
+   * to come. Ignored when the cache no longer holds that message under that UIDVALIDITY.
+   */
+  learnSize(key: string, uidValidity: bigint, uid: number, size: number): void {
+    const entry = this.entries.get(key);
+    if (entry === undefined || entry.state.uidValidity !== uidValidity || !(size >= 0)) return;
+    const i = indexOfUid(entry.uids, uid);
+    if (i >= 0) entry.sizes[i] = size;
+  }
+
   private delete(key: string): void {
     const entry = this.entries.get(key);
     if (entry === undefined) return;
@@ -60,12 +80,41 @@ export class SnapshotCache {
   }
 }
 
-/** Whether nothing was added or removed since `cached`: appends raise UIDNEXT, expunges lower EXISTS. */
+/** Position of `uid` in the ascending `uids`, or -1. */
+function indexOfUid(uids: Uint32Array, uid: number): number {
+  let lo = 0;
+  let hi = uids.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const at = uids[mid]!;
+    if (at === uid) return mid;
+    if (at < uid) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+}
+
+/**
+ * Whether nothing was added or removed since `cached`: appends raise UIDNEXT, expunges lower
+ * EXISTS, and an expunge plus an append change UIDNEXT. Without UIDNEXT from both sessions
+ * that cannot be told, and the answer is no.
+ */
 export function sameMessages(cached: MailboxState, now: MailboxState): boolean {
-  return cached.uidValidity === now.uidValidity && cached.uidNext === now.uidNext && cached.exists === now.exists;
+  return (
+    known(cached.uidNext) &&
+    known(now.uidNext) &&
+    cached.uidValidity === now.uidValidity &&
+    cached.uidNext === now.uidNext &&
+    cached.exists === now.exists
+  );
 }
 
 /** Whether no flag changed either: every flag change raises HIGHESTMODSEQ (RFC 7162). */
 export function sameFlags(cached: MailboxState, now: MailboxState): boolean {
-  return sameMessages(cached, now) && cached.highestModseq !== undefined && cached.highestModseq === now.highestModseq;
+  return sameMessages(cached, now) && cached.highestModseq !== undefined && cached.highestModseq > 0n && cached.highestModseq === now.highestModseq;
+}
+
+/** A UIDNEXT worth comparing: UIDs start at 1, so 0 (or a missing value) says nothing. */
+function known(uidNext: number | undefined): uidNext is number {
+  return typeof uidNext === 'number' && Number.isInteger(uidNext) && uidNext > 0;
 }

@@ -5,6 +5,7 @@
  */
 import type { Logger } from 'winston';
 import type { LockLease, LockRegistry } from '../lock/lock-registry.js';
+import { isMaildropError } from '../maildrop/errors.js';
 import type { ClientInfo, Maildrop, MaildropProvider, MessageEntry } from '../maildrop/maildrop.js';
 import { parseCommand, type Command } from './command-parser.js';
 import { COMMANDS } from './commands/index.js';
@@ -262,7 +263,10 @@ export class Pop3Session {
       await tx.maildrop.commit(indexes);
     } catch (err) {
       this.logger.warn(`Removing deleted messages failed: ${describe(err)}`, this.logMeta());
-      const reply = errLine(`Deleted messages were not removed: ${describe(err)}. Nothing was deleted; try again later.`, 'SYS/TEMP');
+      // A configuration the server cannot follow (no such folder) will not mend by itself.
+      const permanent = isMaildropError(err) && err.kind === 'permanent';
+      const advice = permanent ? 'tell the administrator' : 'try again later';
+      const reply = errLine(`Deleted messages were not removed: ${describe(err)}. Nothing was deleted; ${advice}.`, permanent ? 'SYS/PERM' : 'SYS/TEMP');
       return this.end('quit-failed', reply);
     }
     this.stats.expunged = indexes.length;
