@@ -9,7 +9,9 @@
 # The tests start their own Dovecot (and Redis) on free loopback ports with private
 # configurations; the system-wide services are never used. When this script installs the
 # server packages it keeps the system services from starting, and stops them should they have
-# started anyway.
+# started anyway. Cyrus IMAP and Courier-IMAP are never installed (their packages conflict
+# with Dovecot's): only their shared libraries are listed here, and
+# scripts/unpack-imap-servers.sh (which the tests run) unpacks the servers into a cache folder.
 set -euo pipefail
 export PATH="${PATH:+$PATH:}/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -28,6 +30,25 @@ readonly DEPS=(
   "haproxy:haproxy"
   "tcl:tclsh"
   "tcllib:/usr/share/tcltk/tcllib*/pop3/pkgIndex.tcl"
+  # Cyrus IMAP and Courier-IMAP (test/other-servers.test.ts) are not installed: their server
+  # packages conflict with dovecot-imapd, so scripts/unpack-imap-servers.sh unpacks them into a
+  # cache folder. These are the shared libraries the unpacked programs need that a plain Debian
+  # lacks (found with ldd), and what the tests use to set them up.
+  "libpcre3:/usr/lib/*/libpcreposix.so.3"
+  "libical3:/usr/lib/*/libical.so.3"
+  "libxapian30:/usr/lib/*/libxapian.so.30"
+  "libsasl2-2:/usr/lib/*/libsasl2.so.2"
+  "libsasl2-modules:/usr/lib/*/sasl2/libplain.so.2"
+  "libsasl2-modules-db:/usr/lib/*/sasl2/libsasldb.so.2"
+  "libwrap0:/usr/lib/*/libwrap.so.0"
+  "libcourier-unicode4:/usr/lib/*/libcourier-unicode.so.4"
+  "libltdl7:/usr/lib/*/libltdl.so.7"
+  "libgamin0:/usr/lib/*/libfam.so.0"
+  "libgdbm6:/usr/lib/*/libgdbm.so.6"
+  "libidn12:/usr/lib/*/libidn.so.12"
+  # Perl's DB_File writes Cyrus's SASL password database; unshare, setpriv and flock run them.
+  "perl:/usr/lib/*/perl/5.*/DB_File.pm"
+  "util-linux:unshare"
 )
 
 # The tests also call these, which come with the packages above.
