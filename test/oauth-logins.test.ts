@@ -152,20 +152,7 @@ async function poplibRetrieve(port: number, user: string, password: string): Pro
 }
 
 /** The same through Dovecot's own POP3, as the mailbox's owner: the reference. */
-async function nativeRetrieve(mailbox: string): Promise<string> {
-  const script = [
-    'import poplib, sys',
-    `p = poplib.POP3("127.0.0.1", ${dovecot.pop3Port}, timeout=30)`,
-    'p.user(sys.argv[1]); p.pass_(sys.argv[2])',
-    'count = p.stat()[0]',
-    'out = sys.stdout.buffer',
-    'for i in range(1, count + 1):',
-    '    out.write(b"\\r\\n".join(p.retr(i)[1]) + b"\\r\\n=====\\r\\n")',
-    'p.quit()',
-  ].join('\n');
-  const { stdout } = await run('python3', ['-c', script, mailbox, 'never-used-by-the-proxy'], { encoding: 'buffer', timeout: 60_000 });
-  return stdout.toString('latin1');
-}
+const nativeRetrieve = (mailbox: string) => poplibRetrieve(dovecot.pop3Port, mailbox, 'never-used-by-the-proxy');
 
 async function pass(port: number, user: string, password: string): Promise<{ client: RawPop3; reply: string }> {
   const client = await RawPop3.connect(port);

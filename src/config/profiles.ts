@@ -7,22 +7,13 @@
  * Secrets are never values here: only the files or environment variables that hold them, so
  * that --print-config and the config file itself never carry one.
  */
-import type { ImapTlsMode } from '../imap/imap-client.js';
+import type { ImapSettings, ImapTlsMode } from '../imap/imap-client.js';
 import type { DeleteMode } from '../imap/imap-maildrop.js';
 import { DEFAULT_UIDL_FORMAT } from '../imap/uidl-format.js';
 import { checkUidlFormat, ConfigError, parseDeleteMode, readCa } from './values.js';
 
-/** An IMAP server and the mailbox served from it. */
-export interface BackendEndpoint {
-  readonly host: string;
-  readonly port: number;
-  readonly tls: ImapTlsMode;
-  readonly verifyTls: boolean;
-  readonly ca: Buffer | undefined;
-  readonly mailbox: string;
-  /** TLS server name (SNI and certificate check) when it differs from the host. */
-  readonly servername: string | undefined;
-}
+/** An IMAP server and the mailbox served from it: the backend settings less the timeouts. */
+export type BackendEndpoint = Omit<ImapSettings, 'timeoutMs' | 'connectTimeoutMs'>;
 
 /** A secret read at start: a file's contents (trimmed), or an environment variable's value. */
 export type SecretRef = { readonly file: string } | { readonly env: string };
