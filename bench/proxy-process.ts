@@ -46,6 +46,14 @@ export interface ProxyProcess {
 export interface ProxyStartOptions {
   readonly imapHost: string;
   readonly imapPort: number;
+  /** More flags for the proxy. */
+  readonly extraArgs?: readonly string[];
+}
+
+/** Whether this build of the CLI has `flag` (from its --help). */
+export function cliHasFlag(flag: string): boolean {
+  knownFlags ??= spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' }).stdout ?? '';
+  return new RegExp(`${flag}\\b(?!-)`).test(knownFlags);
 }
 
 export function freePort(host = '127.0.0.1'): Promise<number> {
@@ -84,6 +92,7 @@ export async function startProxyProcess(options: ProxyStartOptions): Promise<Pro
     '--port', String(port),
     '--log-level', 'warn',
     ...loadLimitArgs(),
+    ...(options.extraArgs ?? []),
   ];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv() });
   const log = captureLog(child);

@@ -156,3 +156,32 @@ export async function openIdleSessions(target: Pop3Target, users: readonly TestU
     },
   };
 }
+
+export interface RetrieveResult {
+  readonly ms: number;
+  readonly messages: number;
+  readonly retrieved: number;
+  /** Body octets of the RETR replies (dot-stuffed, terminators included): equal on every path. */
+  readonly bodyBytes: number;
+  readonly firstError: string | undefined;
+}
+
+/**
+ * One session as a legacy application runs it: USER, PASS, STAT, RETR of every message and
+ * QUIT, with up to `window` RETRs in flight (1: one command, wait, the next).
+ */
+export async function retrieveSession(target: Pop3Target, user: TestUser, window: number): Promise<RetrieveResult> {
+  const started = performance.now();
+  const client = await FastPop3.connect(target.port);
+  try {
+    await client.login(user.name, user.password);
+    const { count } = await client.stat();
+    const retr = await client.pipeline(count, (i) => `RETR ${i + 1}`, true, window);
+    const quit = await client.quit();
+    const ms = performance.now() - started;
+    const firstError = retr.firstError ?? (quit.ok ? undefined : `QUIT: ${quit.status}`);
+    return { ms, messages: count, retrieved: retr.ok, bodyBytes: retr.bytes, firstError };
+  } finally {
+    client.destroy();
+  }
+}
