@@ -11,14 +11,15 @@ import { probeImap } from './imap/probe.js';
 import type { LockRegistry } from './lock/lock-registry.js';
 import { MemoryLockRegistry } from './lock/memory-lock-registry.js';
 import { RedisLockRegistry } from './lock/redis-lock-registry.js';
-import { AuthThrottle } from './limits/auth-throttle.js';
 import { ConnectionLimiter } from './limits/connection-limiter.js';
-import { LoginDelay } from './limits/login-delay.js';
+import { LoginChecks } from './limits/login-checks.js';
 import { startMetricsEndpoint } from './metrics/http-endpoint.js';
 import { ProxyMetrics } from './metrics/metrics.js';
 import { Pop3Server } from './pop3/server.js';
 import { profileBackend, type SharedBackendOptions } from './routing/backends.js';
 import { ProfileRouter } from './routing/profile-router.js';
+import { RedisExpiringStore } from './shared/expiring-store.js';
+import { RedisLink } from './shared/redis-link.js';
 import { TlsCredentials } from './tls/tls-credentials.js';
 
 export const IMPLEMENTATION = 'pop3-imap-proxy';
@@ -28,6 +29,9 @@ const DOWNLOAD_CHUNK = 1024 * 1024;
 
 /** Longest wait for Redis (shared locks) on one command. */
 const REDIS_TIMEOUT_MS = 5000;
+
+/** Longest wait for Redis on a login's throttle or LOGIN-DELAY check; past it the process's own record answers. */
+const SHARED_CHECK_TIMEOUT_MS = 1000;
 
 /** How long /readyz waits for the backend's greeting. */
 const READY_PROBE_TIMEOUT_MS = 5000;
@@ -47,13 +51,22 @@ export class Pop3ImapProxy {
     private readonly locks: LockRegistry,
     private readonly ready: () => Promise<void>,
     private readonly users: LocalUsers | undefined,
+    /** The connection to the state replicas share, when there is one. */
+    private readonly redis?: RedisLink,
   ) {}
 
   /** Starts listening; resolves to the plain POP3 listener's address. */
   async listen(): Promise<AddressInfo> {
     const address = await this.pop3.listen();
     if (this.config.metrics) {
-      this.endpoint = await startMetricsEndpoint({ ...this.config.metrics, metrics: this.metrics, ready: this.ready, logger: this.logger });
+      const redis = this.redis;
+      this.endpoint = await startMetricsEndpoint({
+        ...this.config.metrics,
+        metrics: this.metrics,
+        ready: this.ready,
+        redisReady: redis && (() => redis.ready()),
+        logger: this.logger,
+      });
     }
     return address;
   }
@@ -86,13 +99,25 @@ export class Pop3ImapProxy {
   async close(graceMs = 0): Promise<void> {
     await this.pop3.close(graceMs);
     await this.locks.close?.();
+    await this.redis?.close();
     const endpoint = this.endpoint;
     if (endpoint) await new Promise<void>((resolve) => endpoint.close(() => resolve()));
   }
 }
 
-export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegistry = lockRegistry(config, logger)): Pop3ImapProxy {
+export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: LockRegistry): Pop3ImapProxy {
   const metrics = new ProxyMetrics();
+  const redis = config.redis && new RedisLink({ url: config.redis.url, commandTimeoutMs: REDIS_TIMEOUT_MS }, logger, (up) => metrics.redisUp(up));
+  const locks = givenLocks ?? (config.redis && redis ? new RedisLockRegistry(redis, { ttlMs: config.redis.lockTtlMs }, logger) : new MemoryLockRegistry());
+  const checks = new LoginChecks({
+    authFailDelayMs: config.limits.authFailDelayMs,
+    loginDelayMs: config.policy.loginDelayS === undefined ? undefined : config.policy.loginDelayS * 1000,
+    shared: redis && {
+      failures: new RedisExpiringStore(redis, 'auth-failures', SHARED_CHECK_TIMEOUT_MS),
+      logins: new RedisExpiringStore(redis, 'login', SHARED_CHECK_TIMEOUT_MS),
+    },
+    onFallback: (check) => metrics.redisFallback(check),
+  });
   const shared: SharedBackendOptions = {
     timeoutMs: config.backendTimeoutMs,
     connectTimeoutMs: config.backendConnectTimeoutMs,
@@ -107,8 +132,6 @@ export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegi
   const provider = new ProfileRouter(config.routing, backends, logger);
   const backend = { ...config.imap, timeoutMs: config.backendTimeoutMs, connectTimeoutMs: config.backendConnectTimeoutMs };
   const tls = config.tls && new TlsCredentials(config.tls.certFile, config.tls.keyFile);
-  const throttle = new AuthThrottle(config.limits.authFailDelayMs);
-  const loginDelay = config.policy.loginDelayS === undefined ? undefined : new LoginDelay(config.policy.loginDelayS * 1000);
   const pop3 = new Pop3Server(
     {
       host: config.listen.host,
@@ -125,7 +148,7 @@ export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegi
       proxyProtocol: config.proxyProtocol,
     },
     {
-      provider,
+      provider: checks.wrap(provider),
       locks,
       logger,
       implementation: IMPLEMENTATION,
@@ -134,20 +157,15 @@ export function createProxy(config: ProxyConfig, logger: Logger, locks: LockRegi
         allowPlaintextAuth: config.allowPlaintextAuth,
         maxAuthFailures: config.limits.maxAuthFailures,
         maxErrors: config.limits.maxErrors,
-        authFailed: (address) => throttle.failed(address),
+        authFailed: (address) => checks.authFailed(address),
         greeting: config.policy.greeting,
         loginDelayS: config.policy.loginDelayS,
-        loginWait: (mailbox) => loginDelay?.wait(mailbox) ?? 0,
-        loggedIn: (mailbox) => loginDelay?.loggedIn(mailbox),
+        loginWait: (mailbox) => checks.loginWait(mailbox),
+        loggedIn: (mailbox) => checks.loggedIn(mailbox),
         expire: config.policy.expire,
       },
       events: metrics,
     },
   );
-  return new Pop3ImapProxy(config, logger, pop3, metrics, locks, () => probeImap(backend, READY_PROBE_TIMEOUT_MS), users);
-}
-
-function lockRegistry(config: ProxyConfig, logger: Logger): LockRegistry {
-  if (!config.lockRedis) return new MemoryLockRegistry();
-  return new RedisLockRegistry({ ...config.lockRedis, timeoutMs: REDIS_TIMEOUT_MS }, logger);
+  return new Pop3ImapProxy(config, logger, pop3, metrics, locks, () => probeImap(backend, READY_PROBE_TIMEOUT_MS), users, redis);
 }

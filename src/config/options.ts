@@ -26,8 +26,11 @@ export interface ProxyConfig {
   readonly allowPlaintextAuth: boolean;
   readonly limits: AbuseLimits;
   readonly policy: MailboxPolicy;
-  /** Mailbox locks shared by replicas in Redis; undefined for locks in this process. */
-  readonly lockRedis: { readonly url: string; readonly ttlMs: number } | undefined;
+  /**
+   * The state replicas share in Redis (mailbox locks, the failed-login throttle, LOGIN-DELAY);
+   * undefined for all of it in this process.
+   */
+  readonly redis: { readonly url: string; readonly lockTtlMs: number } | undefined;
   /** Where /metrics, /healthz and /readyz are served; undefined for nowhere. */
   readonly metrics: { readonly host: string; readonly port: number } | undefined;
   readonly idleTimeoutMs: number;
@@ -125,7 +128,8 @@ const OPTIONS = {
   'auth-fail-delay': { type: 'number', default: 8, describe: 'Longest delay in seconds before a failed login is answered (grows per address)', group: 'Limits:' },
   'max-errors': { type: 'number', default: 10, describe: 'Protocol errors on one connection before it is closed', group: 'Limits:' },
   'users-file': { type: 'string', describe: 'YAML file of the proxy\'s own users (login, mailbox, password hashes), for profiles that log in with tokens; re-read on SIGHUP', group: 'Operations:' },
-  'lock-redis': { type: 'string', describe: 'Redis URL (redis://host:6379/0) for mailbox locks shared by several proxy replicas', group: 'Operations:' },
+  redis: { type: 'string', describe: 'Redis URL (redis://host:6379/0, rediss:// for TLS) for the state proxy replicas share: mailbox locks, the failed-login throttle, LOGIN-DELAY', group: 'Operations:' },
+  'lock-redis': { type: 'string', describe: 'The old name of --redis (the same URL, or leave one out)', group: 'Operations:' },
   'lock-ttl': { type: 'number', default: 60, describe: 'Seconds a Redis lock outlives a replica that died holding it', group: 'Operations:' },
   'metrics-port': { type: 'number', describe: 'Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this port', group: 'Operations:' },
   'metrics-host': { type: 'string', default: '0.0.0.0', describe: 'Address for --metrics-port', group: 'Operations:' },
@@ -289,7 +293,7 @@ function validate(raw: Raw, at: (key: string) => string, file: ConfigFile): Prox
       loginDelayS: raw['login-delay'] === undefined ? undefined : seconds(at('login-delay'), raw['login-delay']) / 1000,
       expire: raw.expire === undefined ? undefined : expire(at('expire'), raw.expire),
     },
-    lockRedis: raw['lock-redis'] === undefined ? undefined : { url: redisUrl(at('lock-redis'), raw['lock-redis']), ttlMs: seconds(at('lock-ttl'), raw['lock-ttl']) },
+    redis: sharedRedis(raw, at),
     metrics: raw['metrics-port'] === undefined ? undefined : { host: raw['metrics-host'], port: port(at('metrics-port'), raw['metrics-port'], true) },
     idleTimeoutMs: seconds(at('idle-timeout'), raw['idle-timeout']),
     shutdownGraceMs: seconds(at('shutdown-grace'), raw['shutdown-grace'], true),
@@ -325,6 +329,18 @@ function tlsConfig(raw: Raw, at: (key: string) => string): TlsConfig | undefined
     throw new ConfigError(`${at('tls-cert')}/${at('tls-key')}: ${(err as Error).message}`);
   }
   return { certFile, keyFile, port: tlsPort === undefined ? undefined : port(at('tls-port'), tlsPort, true) };
+}
+
+/** --redis, or its old name --lock-redis; both only when they agree. */
+function sharedRedis(raw: Raw, at: (key: string) => string): ProxyConfig['redis'] {
+  const url = raw.redis;
+  const oldName = raw['lock-redis'];
+  if (url !== undefined && oldName !== undefined && url !== oldName) {
+    throw new ConfigError(`${at('redis')} and ${at('lock-redis')} (its old name) differ: give one Redis URL`);
+  }
+  if (url === undefined && oldName === undefined) return undefined;
+  const flag = url !== undefined ? at('redis') : at('lock-redis');
+  return { url: redisUrl(flag, (url ?? oldName)!), lockTtlMs: seconds(at('lock-ttl'), raw['lock-ttl']) };
 }
 
 function redisUrl(flag: string, value: string): string {

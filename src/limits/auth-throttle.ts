@@ -6,7 +6,7 @@
  */
 const FIRST_DELAY_MS = 250;
 /** A failure older than this no longer counts. */
-const FORGET_AFTER_MS = 15 * 60 * 1000;
+export const FORGET_AFTER_MS = 15 * 60 * 1000;
 /** Addresses remembered at most; the oldest go first. */
 const MAX_ADDRESSES = 100_000;
 
@@ -31,6 +31,11 @@ export class AuthThrottle {
     this.records.delete(address);
     this.records.set(address, { failures, last: now });
     if (this.records.size > MAX_ADDRESSES) this.records.delete(this.records.keys().next().value!);
-    return Math.min(this.maxDelayMs, FIRST_DELAY_MS * 2 ** Math.min(failures - 1, 20));
+    return failureDelay(failures, this.maxDelayMs);
   }
+}
+
+/** The delay before answering the n-th recent failure from an address: 0.25 s, doubling, at most maxDelayMs. */
+export function failureDelay(failures: number, maxDelayMs: number): number {
+  return Math.min(maxDelayMs, FIRST_DELAY_MS * 2 ** Math.min(Math.max(failures, 1) - 1, 20));
 }

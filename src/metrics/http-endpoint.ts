@@ -1,6 +1,7 @@
 /**
  * The operations endpoint: /metrics (Prometheus text format), /healthz (the process is up) and
- * /readyz (the backend answers a connection), for scrapers and container orchestrators.
+ * /readyz (the backend answers a connection and, with shared state, Redis answers), for
+ * scrapers, load balancers and container orchestrators.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -13,6 +14,13 @@ export interface MetricsEndpointOptions {
   readonly metrics: ProxyMetrics;
   /** Resolves when the backend is reachable. */
   readonly ready: () => Promise<void>;
+  /**
+   * With shared state: resolves when Redis answers. A replica that cannot reach Redis refuses
+   * every login ([SYS/TEMP], no mailbox lock), so it is not ready: a balancer that checks
+   * /readyz sends the clients to the replicas that can. /healthz stays 200: the process
+   * reconnects by itself and needs no restart.
+   */
+  readonly redisReady?: (() => Promise<void>) | undefined;
   readonly logger: Logger;
 }
 
@@ -47,6 +55,13 @@ async function handle(options: MetricsEndpointOptions, url: string): Promise<{ s
     case '/healthz':
       return { status: 200, type: text, body: 'ok\n' };
     case '/readyz':
+      if (options.redisReady) {
+        try {
+          await options.redisReady();
+        } catch (err) {
+          return { status: 503, type: text, body: `redis not reachable: ${(err as Error).message}\n` };
+        }
+      }
       try {
         await options.ready();
         return { status: 200, type: text, body: 'ready\n' };

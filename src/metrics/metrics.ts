@@ -47,6 +47,8 @@ export class ProxyMetrics implements SessionEvents {
     registers: [this.registry],
   });
 
+  private redis: { up: Gauge; fallbacks: Counter } | undefined;
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
   }
@@ -92,5 +94,24 @@ export class ProxyMetrics implements SessionEvents {
   /** For the backend: one step's latency. */
   backendStep(step: string, seconds: number): void {
     this.backend.observe({ step }, seconds);
+  }
+
+  /** With shared state (--redis): whether Redis answers. The series exist only then. */
+  redisUp(up: boolean): void {
+    this.redis ??= {
+      up: new Gauge({ name: `${PREFIX}redis_up`, help: 'Whether Redis (the state replicas share) answers: 1 yes, 0 no', registers: [this.registry] }),
+      fallbacks: new Counter({
+        name: `${PREFIX}redis_fallbacks_total`,
+        help: 'Checks answered from this process alone because Redis could not answer, by check: throttle, login-delay',
+        labelNames: ['check'],
+        registers: [this.registry],
+      }),
+    };
+    this.redis.up.set(up ? 1 : 0);
+  }
+
+  /** A check that Redis could not answer was answered from this process's own record. */
+  redisFallback(check: 'throttle' | 'login-delay'): void {
+    this.redis?.fallbacks.inc({ check });
   }
 }

@@ -46,7 +46,7 @@ export interface TestProxyOptions {
   metrics?: boolean;
   policy?: Partial<MailboxPolicy>;
   proxyProtocol?: boolean;
-  /** Shared locks in this Redis. */
+  /** Shared state (locks, failed-login throttle, LOGIN-DELAY) in this Redis; ttlMs is --lock-ttl. */
   lockRedis?: { url: string; ttlMs: number };
   /** Backend profiles and routes, as the config file writes them. */
   profiles?: Record<string, unknown>;
@@ -99,7 +99,7 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
     tls: options.tls && { certFile: options.tls.certFile, keyFile: options.tls.keyFile, port: options.tls.implicit ? 0 : undefined },
     allowPlaintextAuth: options.allowPlaintextAuth ?? false,
     proxyProtocol: options.proxyProtocol ?? false,
-    lockRedis: options.lockRedis,
+    redis: options.lockRedis && { url: options.lockRedis.url, lockTtlMs: options.lockRedis.ttlMs },
     limits: { ...TEST_LIMITS, ...options.limits },
     policy,
     idleTimeoutMs: options.idleTimeoutMs ?? 600_000,
