@@ -1,5 +1,6 @@
 /**
- * A private Redis on a free loopback port, with no persistence, for the shared lock registry.
+ * A private Redis on a free loopback port (or a given one, to bring a stopped Redis back where
+ * the proxies look for it), with no persistence, for the state proxy replicas share.
  */
 import { spawn } from 'node:child_process';
 import net from 'node:net';
@@ -30,9 +31,9 @@ function answers(port: number): Promise<boolean> {
   });
 }
 
-export async function startRedis(): Promise<TestRedis> {
+export async function startRedis(onPort?: number): Promise<TestRedis> {
   ensureSystemDeps();
-  const port = await freePort();
+  const port = onPort ?? (await freePort());
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
