@@ -57,8 +57,10 @@ export async function connectImap(
   const imap = new ImapFlow(clientOptions(settings, login, client, logger, onThrottle));
   // Without a listener, a socket error after login would crash the process.
   imap.on('error', (err: Error) => logger.debug(`IMAP connection error: ${err.message}`));
+  leanSession(imap, settings.mailbox);
   try {
     await withTimeout(imap.connect(), settings.connectTimeoutMs + settings.timeoutMs, 'IMAP login');
+    knowMailbox(imap, settings.mailbox);
     return imap;
   } catch (err) {
     imap.close();
@@ -67,6 +69,80 @@ export async function connectImap(
     if (backoffMs !== undefined && backoffMs !== throttledMs) hooks.onThrottle?.(backoffMs);
     throw classifyLoginError(err, throttledMs);
   }
+}
+
+/** The parts of imapflow's connection this module adjusts (not in its typings). */
+interface ImapFlowInternals {
+  run(command: string, ...args: unknown[]): Promise<unknown>;
+  authenticate(): Promise<unknown>;
+  capabilities: Map<string, unknown>;
+  options: { auth?: { pass?: string; loginMethod?: string } };
+  folders: Map<string, unknown>;
+  namespace: { prefix: string; delimiter: string } | undefined;
+  namespaces: unknown;
+  usable: boolean;
+}
+
+/** Set on a connection whose NAMESPACE was not asked at login: see ensureNamespace(). */
+const NAMESPACE_SKIPPED = Symbol('namespaceSkipped');
+
+/**
+ * The login command diet. imapflow's connect() runs, between the greeting and the first
+ * command of ours: ID, AUTHENTICATE PLAIN (two round trips: it never uses SASL-IR for PLAIN),
+ * ID again when the server said little, NAMESPACE, COMPRESS, ENABLE, and before SELECT a LIST
+ * and an LSUB of the mailbox. Each is a round trip, which over a WAN is most of a session.
+ * Kept: ID (with x-originating-ip, before login: that is what Dovecot honours) and the login.
+ * Changed or cut:
+ * - a password goes in LOGIN (one round trip) unless the server says LOGINDISABLED;
+ * - ID is sent once;
+ * - NAMESPACE only matters to mailbox names other than INBOX (imapflow puts the personal
+ *   prefix in front of them): skipped when the mailbox is INBOX; asked later by
+ *   ensureNamespace() if another folder is needed (moving deleted mail at QUIT);
+ * - the LIST before SELECT only fills imapflow's folder metadata, which SELECT does not need
+ *   (knowMailbox() below).
+ * The capabilities come from the greeting and the login response where the server sends them
+ * (imapflow asks CAPABILITY only when it did not).
+ */
+function leanSession(imap: ImapFlow, mailbox: string): void {
+  const internals = imap as unknown as ImapFlowInternals;
+  const run = internals.run.bind(imap);
+  let idAnswer: Promise<unknown> | undefined;
+  const skipNamespace = mailbox.toUpperCase() === 'INBOX';
+  internals.run = (command: string, ...args: unknown[]) => {
+    if (!internals.usable) {
+      if (command === 'ID') return (idAnswer ??= run(command, ...args));
+      if (command === 'NAMESPACE' && skipNamespace) {
+        (imap as unknown as Record<symbol, boolean>)[NAMESPACE_SKIPPED] = true;
+        return Promise.resolve(undefined);
+      }
+    }
+    return run(command, ...args);
+  };
+  const authenticate = internals.authenticate.bind(imap);
+  internals.authenticate = () => {
+    const auth = internals.options.auth;
+    if (auth?.pass !== undefined && !auth.loginMethod && !internals.capabilities.has('LOGINDISABLED')) auth.loginMethod = 'LOGIN';
+    return authenticate();
+  };
+}
+
+/** Runs the NAMESPACE that the login skipped, before anything names another folder. */
+export async function ensureNamespace(imap: ImapFlow): Promise<void> {
+  const flags = imap as unknown as Record<symbol, boolean>;
+  if (!flags[NAMESPACE_SKIPPED]) return;
+  flags[NAMESPACE_SKIPPED] = false;
+  await (imap as unknown as ImapFlowInternals).run('NAMESPACE');
+}
+
+/**
+ * Tells imapflow the mailbox exists, so that SELECT goes out without the LIST and LSUB it
+ * would send first to learn the folder's metadata (a SELECT of a missing folder still fails).
+ */
+function knowMailbox(imap: ImapFlow, mailbox: string): void {
+  const internals = imap as unknown as ImapFlowInternals;
+  const prefix = internals.namespace?.prefix ?? '';
+  const path = mailbox.toUpperCase() === 'INBOX' ? 'INBOX' : prefix && !mailbox.startsWith(prefix) ? prefix + mailbox : mailbox;
+  if (!internals.folders.has(path)) internals.folders.set(path, { path, flags: new Set(), listed: true });
 }
 
 /** Rejects when `promise` does not settle within `ms`. */
@@ -111,6 +187,12 @@ function clientOptions(
     },
     logger: imapLogger(logger, onThrottle),
     disableAutoIdle: true,
+    // A round trip each, for nothing a POP3 session uses: COMPRESS would also cost CPU on every
+    // byte, and ENABLE (CONDSTORE, UTF8=ACCEPT, IMAP4rev2) is not needed for HIGHESTMODSEQ,
+    // which CONDSTORE servers report at SELECT anyway (where one does not, the snapshot cache
+    // asks for the \Deleted flags instead: slower, never wrong).
+    disableCompression: true,
+    disableAutoEnable: true,
     connectionTimeout: settings.connectTimeoutMs,
     greetingTimeout: settings.connectTimeoutMs,
     socketTimeout: Math.max(settings.timeoutMs, 5 * 60 * 1000),

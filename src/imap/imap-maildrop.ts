@@ -14,7 +14,7 @@ import type { Logger } from 'winston';
 import { MaildropError } from '../maildrop/errors.js';
 import type { ClientInfo, Credentials, Maildrop, MaildropProvider, MessageEntry } from '../maildrop/maildrop.js';
 import { BackoffError, BackoffRegistry } from './backoff.js';
-import { connectImap, serverFailureOf, withTimeout, type ImapSettings } from './imap-client.js';
+import { connectImap, ensureNamespace, serverFailureOf, withTimeout, type ImapSettings } from './imap-client.js';
 import { ReadAhead } from './read-ahead.js';
 import { sameFlags, sameMessages, SnapshotCache, type CachedMailbox, type MailboxState } from './snapshot-cache.js';
 import { parseUidSet, uidSet } from './uid-set.js';
@@ -133,8 +133,14 @@ export class ImapMaildrop implements Maildrop {
   private readonly deletedIndexes = new Set<number>();
   /** UIDs this session flagged \Deleted that did not carry the flag before: ours to undo. */
   private readonly flaggedByUs = new Set<number>();
-  /** UIDs that already carried \Deleted when the snapshot was taken. */
+  /**
+   * UIDs that already carried \Deleted before this session flagged anything: from the listing
+   * when it told, else asked for just before the first flag is stored (flaggedBeforeKnown).
+   */
   private readonly flaggedBefore = new Set<number>();
+  private flaggedBeforeKnown = false;
+  /** UIDs whose earlier \Deleted flag was asked for (when the listing did not tell). */
+  private readonly checkedFlags = new Set<number>();
   /** Octets of the messages read whole in this session, by index: their true sizes. */
   private readonly readWhole = new Map<number, number>();
   /** UIDVALIDITY of the open mailbox. */
@@ -174,9 +180,10 @@ export class ImapMaildrop implements Maildrop {
     const first = Math.max(0, listing.uids.length - (this.options.maxMessages ?? listing.uids.length));
     for (let i = first; i < listing.uids.length; i++) {
       const uid = listing.uids[i]!;
-      if (listing.deleted.has(uid)) this.flaggedBefore.add(uid);
+      if (listing.deleted?.has(uid)) this.flaggedBefore.add(uid);
       entries.push({ uid, size: listing.sizes[i]!, uidl: this.options.uidl(uid, uidValidity) });
     }
+    this.flaggedBeforeKnown = listing.deleted !== undefined;
     this.snapshot = entries;
     this.readAhead = new ReadAhead(this.client, entries, (index) => this.deletedIndexes.has(index));
     return entries;
@@ -192,7 +199,8 @@ export class ImapMaildrop implements Maildrop {
     const cached = this.cache.get(this.mailboxKey);
     if (cached === undefined || cached.state.uidValidity !== state.uidValidity) return this.fetchListing(state);
     const uids = sameMessages(cached.state, state) ? cached.uids : await this.searchUids({ all: true }, 'listing messages');
-    const deleted = sameFlags(cached.state, state) ? cached.deleted : new Set(await this.searchUids({ deleted: true }, 'listing \\Deleted messages'));
+    // Which messages carry \Deleted matters only once this session flags some: asked then.
+    const deleted = sameFlags(cached.state, state) ? cached.deleted : undefined;
     const sizes = await this.sizesOf(uids, cached);
     const present = uids.filter((_, i) => !Number.isNaN(sizes[i]));
     if (present.length === uids.length) return { state, uids, sizes, deleted };
@@ -342,6 +350,8 @@ export class ImapMaildrop implements Maildrop {
       if (!done) throw this.commandFailed('flagging the deleted messages \\Deleted');
       return;
     }
+    // imapflow names folders with the personal namespace's prefix: ask it now if login did not.
+    await this.step('reading the namespace', () => ensureNamespace(this.client));
     // Resolved before anything is touched: if there is no such folder, nothing is removed.
     const folder = await this.moveTarget(mode.folder);
     // The copy in the folder must not carry a \Deleted flag the session set at DELE.
@@ -376,19 +386,30 @@ export class ImapMaildrop implements Maildrop {
    */
   private async expunge(uids: number[]): Promise<void> {
     if (!this.client.capabilities.has('UIDPLUS')) await this.checkPlainExpungeIsSafe(uids);
-    this.noteFlaggedByUs(uids);
+    await this.noteFlaggedByUs(uids);
     const done = await this.step('expunging', () => this.client.messageDelete(uidSet(uids), { uid: true }));
     if (!done) throw this.commandFailed('expunging the deleted messages');
   }
 
   /** Stores \Deleted on these UIDs, noting first which are ours to take back. */
-  private flag(uids: number[]): Promise<boolean> {
+  private async flag(uids: number[]): Promise<boolean> {
     // Noted before the STORE is sent, so that an abandon racing with it still takes it back.
-    this.noteFlaggedByUs(uids);
+    await this.noteFlaggedByUs(uids);
     return this.client.messageFlagsAdd(uidSet(uids), [DELETED], { uid: true });
   }
 
-  private noteFlaggedByUs(uids: readonly number[]): void {
+  /**
+   * Notes which of these UIDs this session is about to flag \Deleted for the first time. If
+   * the listing did not tell which messages were flagged already, it is asked now, for these
+   * UIDs only: a flag another client set is never taken back.
+   */
+  private async noteFlaggedByUs(uids: readonly number[]): Promise<void> {
+    const unknown = this.flaggedBeforeKnown ? [] : uids.filter((uid) => !this.flaggedBefore.has(uid) && !this.flaggedByUs.has(uid) && !this.checkedFlags.has(uid));
+    if (unknown.length > 0) {
+      const flagged = await this.searchUids({ uid: uidSet(unknown), deleted: true }, 'listing \\Deleted messages');
+      for (const uid of flagged) this.flaggedBefore.add(uid);
+      for (const uid of unknown) this.checkedFlags.add(uid);
+    }
     for (const uid of uids) if (!this.flaggedBefore.has(uid)) this.flaggedByUs.add(uid);
   }
 

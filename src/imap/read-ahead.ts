@@ -12,10 +12,16 @@ import { uidSet } from './uid-set.js';
 export const SMALL_MESSAGE = 256 * 1024;
 /** Bytes fetched ahead of the client per session. */
 const AHEAD_BYTES = 4 * 1024 * 1024;
-/** Bytes asked for per FETCH: several are queued at once, so the IMAP connection never waits for us. */
+/**
+ * Bytes asked for per FETCH once the walk is under way: refills are queued as the client takes
+ * messages, so the IMAP connection never waits for us.
+ */
 const BATCH_BYTES = AHEAD_BYTES / 4;
 /** Messages per FETCH, so that a mailbox of tiny messages does not build huge commands. */
 const AHEAD_MESSAGES = 500;
+
+/** `last` before the first read. */
+const NO_READ = -2;
 
 export interface ReadAheadMessage {
   readonly uid: number;
@@ -33,8 +39,10 @@ export class ReadAhead {
   private aheadBytes = 0;
   /** The first index not yet requested. */
   private next = 0;
+  /** FETCHes not yet finished. */
+  private readonly running = new Set<Promise<void>>();
   /** The index read last, to tell a walk in order from a jump. */
-  private last = -2;
+  private last = NO_READ;
 
   constructor(
     private readonly client: ImapFlow,
@@ -50,11 +58,15 @@ export class ReadAhead {
 
   /** The whole message, or undefined if the server no longer has it. */
   take(index: number): Promise<Buffer | undefined> {
-    const inOrder = index === this.last + 1;
+    // The session's first read starts a walk too: most clients read on from there (a client
+    // that reads only one message lets up to the budget be fetched for nothing).
+    const inOrder = index === this.last + 1 || this.last === NO_READ;
     this.last = index;
     if (!this.pending.has(index)) {
       this.forgetAll();
-      this.request(index, inOrder ? BATCH_BYTES : 0);
+      // A walk in order starts with the whole budget in one FETCH: each command costs a round
+      // trip, which over a WAN is worth more than the batches' overlap on a LAN.
+      this.request(index, inOrder ? AHEAD_BYTES : 0);
     }
     const taken = this.pending.get(index)!;
     this.pending.delete(index);
@@ -107,8 +119,15 @@ export class ReadAhead {
     if (batch.size === 0) return false;
     this.next = index;
     this.aheadBytes += bytes;
-    void this.fetch(batch);
+    const running = this.fetch(batch);
+    this.running.add(running);
+    void running.finally(() => this.running.delete(running));
     return true;
+  }
+
+  /** Resolves once no FETCH of this read-ahead is running (they never reject). */
+  async settled(): Promise<void> {
+    while (this.running.size > 0) await Promise.all([...this.running]);
   }
 
   private async fetch(batch: Map<number, { resolve: (body: Buffer | undefined) => void; reject: (err: unknown) => void }>): Promise<void> {

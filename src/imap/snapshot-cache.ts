@@ -31,8 +31,11 @@ export interface CachedMailbox {
    * reports an estimate).
    */
   readonly sizes: Float64Array;
-  /** UIDs that carried \Deleted. */
-  readonly deleted: ReadonlySet<number>;
+  /**
+   * UIDs that carried \Deleted; undefined when not known (the session asks for the flags of
+   * the messages it is about to flag, and only then).
+   */
+  readonly deleted: ReadonlySet<number> | undefined;
 }
 
 export class SnapshotCache {
