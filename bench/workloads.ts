@@ -9,7 +9,7 @@ import type { Dovecot, TestUser } from '../test/support/dovecot.js';
 import { supportsPipelining } from './fast-pop3.js';
 import { imapDownloadAll, imapSnapshotMs, type ImapTarget } from './imap-direct.js';
 import { dovecotMasterPid, processTree, RssPeakSampler, steadyReading, treePssKb } from './memory.js';
-import { startProxyProcess, type ProxyProcess } from './proxy-process.js';
+import { cliHasFlag, startProxyProcess, type ProxyProcess } from './proxy-process.js';
 import { median, ratio, type Row } from './report.js';
 import { concurrentSessions, downloadAll, openIdleSessions, timeToListing, type DownloadResult, type Pop3Target } from './sessions.js';
 
@@ -80,8 +80,12 @@ async function rounds<S>(
 }
 
 /** Runs `fn` with a freshly started proxy process, which is stopped afterwards. */
-async function withProxy<T>(ctx: BenchContext, fn: (proxy: ProxyProcess, target: Pop3Target) => Promise<T>): Promise<{ result: T; proxyLog: string[] }> {
-  const proxy = await startProxyProcess({ imapHost: ctx.dovecot.host, imapPort: ctx.dovecot.imapPort });
+async function withProxy<T>(
+  ctx: BenchContext,
+  fn: (proxy: ProxyProcess, target: Pop3Target) => Promise<T>,
+  extraArgs: readonly string[] = [],
+): Promise<{ result: T; proxyLog: string[] }> {
+  const proxy = await startProxyProcess({ imapHost: ctx.dovecot.host, imapPort: ctx.dovecot.imapPort, extraArgs });
   try {
     const window = (await supportsPipelining(proxy.port)) ? ctx.window : 1;
     const result = await fn(proxy, { port: proxy.port, window });
@@ -272,14 +276,28 @@ export async function w3(ctx: BenchContext, box: Mailbox): Promise<WorkloadOutco
   };
 }
 
-/** W4: many users at once, each downloading a small mailbox. */
+/**
+ * W4: many users at once, each downloading a small mailbox. Where the build has
+ * --backend-reuse, twice: with it at its default (a round's sessions find the connections the
+ * round before left) and with it off.
+ */
 export async function w4(ctx: BenchContext, boxes: readonly Mailbox[]): Promise<WorkloadOutcome> {
+  if (!cliHasFlag('--backend-reuse')) return w4With(ctx, boxes, [], '');
+  const on = await w4With(ctx, boxes, [], ', backend reuse on');
+  const off = await w4With(ctx, boxes, ['--backend-reuse', '0'], ', backend reuse off');
+  return { rows: [...on.rows, ...off.rows], json: { reuseOn: on.json, reuseOff: off.json } };
+}
+
+async function w4With(ctx: BenchContext, boxes: readonly Mailbox[], extraArgs: string[], label: string): Promise<WorkloadOutcome> {
   const users = boxes.map((b) => b.user);
-  const { result: s, proxyLog } = await withProxy(ctx, (_proxy, proxyTarget) =>
-    rounds(ctx, 'W4', {
-      native: () => concurrentSessions(nativeTarget(ctx), users),
-      proxy: () => concurrentSessions(proxyTarget, users),
-    }),
+  const { result: s, proxyLog } = await withProxy(
+    ctx,
+    (_proxy, proxyTarget) =>
+      rounds(ctx, `W4${label}`, {
+        native: () => concurrentSessions(nativeTarget(ctx), users),
+        proxy: () => concurrentSessions(proxyTarget, users),
+      }),
+    extraArgs,
   );
   const rate = (t: Target) => median(s[t].map((r) => (r.sessions - r.errors) / (r.ms / 1000)));
   const errors = (t: Target) => s[t].reduce((sum, r) => sum + r.errors, 0);
@@ -288,10 +306,10 @@ export async function w4(ctx: BenchContext, boxes: readonly Mailbox[]): Promise<
   const rateRatio = ratio(rate('proxy'), rate('native'));
   return {
     rows: [
-      row('W4', `${users.length} concurrent, sessions/s`, rate, rateRatio, '>= 1x', rateRatio !== undefined && rateRatio >= 1),
+      row('W4', `${users.length} concurrent, sessions/s${label}`, rate, rateRatio, '>= 1x', rateRatio !== undefined && rateRatio >= 1),
       {
         workload: 'W4',
-        metric: 'failed sessions (all rounds)',
+        metric: `failed sessions (all rounds)${label}`,
         native: errors('native'),
         proxy: errors('proxy'),
         target: '0',

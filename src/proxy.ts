@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'winston';
 import type { ProxyConfig } from './config/options.js';
 import { LocalUsers } from './auth/local-users.js';
+import { BackendPool } from './imap/backend-pool.js';
 import { probeImap } from './imap/probe.js';
 import type { LockRegistry } from './lock/lock-registry.js';
 import { MemoryLockRegistry } from './lock/memory-lock-registry.js';
@@ -39,8 +40,18 @@ const READY_PROBE_TIMEOUT_MS = 5000;
 /** UIDs and sizes kept between sessions, over all mailboxes: 12 octets each, about 24 MB in all. */
 const SNAPSHOT_CACHE_MESSAGES = 2_000_000;
 
+/**
+ * Kept backend connections (--backend-reuse): per mailbox, two (one session per mailbox at a
+ * time; a second for a session that ended while another started); in all, enough for a busy
+ * minute of a large site, well under what a Dovecot or an Exchange tenant allows.
+ */
+const POOL_PER_MAILBOX = 2;
+const POOL_TOTAL = 1000;
+
 /** The running proxy: its POP3 listeners and, when configured, its metrics endpoint. */
 export class Pop3ImapProxy {
+  /** Kept backend connections (--backend-reuse), closed with the proxy. */
+  backendPool: BackendPool | undefined;
   private endpoint: http.Server | undefined;
 
   constructor(
@@ -98,6 +109,7 @@ export class Pop3ImapProxy {
   /** See Pop3Server.close(); the metrics endpoint stays up until the sessions are over. */
   async close(graceMs = 0): Promise<void> {
     await this.pop3.close(graceMs);
+    this.backendPool?.close();
     await this.locks.close?.();
     await this.redis?.close();
     const endpoint = this.endpoint;
@@ -126,6 +138,7 @@ export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: Lo
     maxMessages: config.policy.maxMessages,
     markSeen: config.policy.markSeen,
     onStep: (step, seconds) => metrics.backendStep(step, seconds),
+    pool: new BackendPool({ reuseMs: config.backendReuseMs ?? 0, maxPerMailbox: POOL_PER_MAILBOX, maxTotal: POOL_TOTAL, events: metrics.poolEvents }),
   };
   const users = config.usersFile === undefined ? undefined : new LocalUsers(config.usersFile);
   const backends = new Map([...config.routing.profiles].map(([name, profile]) => [name, profileBackend(name, profile, shared, users, logger)] as const));
@@ -167,5 +180,7 @@ export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: Lo
       events: metrics,
     },
   );
-  return new Pop3ImapProxy(config, logger, pop3, metrics, locks, () => probeImap(backend, READY_PROBE_TIMEOUT_MS), users, redis);
+  const proxy = new Pop3ImapProxy(config, logger, pop3, metrics, locks, () => probeImap(backend, READY_PROBE_TIMEOUT_MS), users, redis);
+  proxy.backendPool = shared.pool;
+  return proxy;
 }

@@ -39,6 +39,11 @@ export interface ProxyConfig {
   readonly backendTimeoutMs: number;
   /** Longest wait for the backend's TCP/TLS connection and greeting. */
   readonly backendConnectTimeoutMs: number;
+  /**
+   * How long after its login a backend connection may serve the next session of the same
+   * login (--backend-reuse); 0 or undefined: never.
+   */
+  readonly backendReuseMs?: number | undefined;
   readonly uidlFormat: string;
   /** Backend profiles (the flags make "default") and the routes of logins to them. */
   readonly routing: Routing;
@@ -111,6 +116,7 @@ const OPTIONS = {
   mailbox: { type: 'string', default: 'INBOX', describe: 'IMAP mailbox served as the POP3 maildrop', group: 'Backend:' },
   'backend-timeout': { type: 'number', default: 30, describe: 'Seconds to wait for a login or any one command on the backend (must cover its failed-login penalty)', group: 'Backend:' },
   'backend-connect-timeout': { type: 'number', default: 5, describe: 'Seconds to wait for the backend\'s connection and greeting', group: 'Backend:' },
+  'backend-reuse': { type: 'number', default: 30, describe: 'Seconds after its login a backend connection may serve the next session of the same user with the same password (kept after QUIT; a password changed on the server takes effect within this time); 0: never', group: 'Backend:' },
   'uidl-format': { type: 'string', default: DEFAULT_UIDL_FORMAT, describe: 'UIDL template: %u UID, %v UIDVALIDITY (Dovecot syntax, e.g. %08Xu%08Xv)', group: 'Backend:' },
   host: { type: 'string', default: '0.0.0.0', describe: 'Address to listen on for POP3', group: 'POP3:' },
   port: { type: 'number', default: 110, describe: 'Port to listen on for POP3 (0 picks a free one)', group: 'POP3:' },
@@ -299,6 +305,7 @@ function validate(raw: Raw, at: (key: string) => string, file: ConfigFile): Prox
     shutdownGraceMs: seconds(at('shutdown-grace'), raw['shutdown-grace'], true),
     backendTimeoutMs: seconds(at('backend-timeout'), raw['backend-timeout']),
     backendConnectTimeoutMs: seconds(at('backend-connect-timeout'), raw['backend-connect-timeout']),
+    backendReuseMs: backendReuse(at('backend-reuse'), raw['backend-reuse']),
     uidlFormat,
     routing,
     usersFile,
@@ -341,6 +348,12 @@ function sharedRedis(raw: Raw, at: (key: string) => string): ProxyConfig['redis'
   if (url === undefined && oldName === undefined) return undefined;
   const flag = url !== undefined ? at('redis') : at('lock-redis');
   return { url: redisUrl(flag, (url ?? oldName)!), lockTtlMs: seconds(at('lock-ttl'), raw['lock-ttl']) };
+}
+
+/** At most an hour: it is also how long a password changed on the server may still be honoured. */
+function backendReuse(flag: string, value: number): number {
+  if (!Number.isFinite(value) || value < 0 || value > 3600) throw new ConfigError(`${flag}: ${String(value)} is not a number of seconds between 0 and 3600`);
+  return Math.round(value * 1000);
 }
 
 function redisUrl(flag: string, value: string): string {

@@ -14,6 +14,7 @@ import type { Logger } from 'winston';
 import { MaildropError } from '../maildrop/errors.js';
 import type { ClientInfo, Credentials, Maildrop, MaildropProvider, MessageEntry } from '../maildrop/maildrop.js';
 import { BackoffError, BackoffRegistry } from './backoff.js';
+import type { BackendPool, LoginStamp } from './backend-pool.js';
 import { connectImap, ensureNamespace, serverFailureOf, withTimeout, type ImapSettings } from './imap-client.js';
 import { ReadAhead } from './read-ahead.js';
 import { sameFlags, sameMessages, SnapshotCache, type CachedMailbox, type MailboxState } from './snapshot-cache.js';
@@ -48,6 +49,8 @@ export interface ImapBackendOptions extends ImapSettings {
   readonly flagOnDele: boolean;
   /** Told how long each backend step took (for metrics). */
   readonly onStep?: (step: string, seconds: number) => void;
+  /** Logged-in connections kept between sessions of the same login (--backend-reuse). */
+  readonly pool?: BackendPool;
 }
 
 /** Identifies one mailbox of one user on one server: the same for every login to it. */
@@ -80,12 +83,21 @@ export class ImapMaildropProvider implements MaildropProvider {
     const key = mailboxKeyOf(this.options, credentials.user);
     const wait = this.backoff.remaining(key);
     if (wait > 0) throw new BackoffError(wait);
+    // Only a connection logged in with these very credentials is handed out (see BackendPool).
+    const pool = this.options.pool?.enabled ? this.options.pool : undefined;
+    const tag = pool?.tag(credentials);
+    const kept = tag === undefined ? undefined : pool!.take(key, tag);
+    if (kept !== undefined) {
+      this.logger.debug('Reusing a kept backend connection of this login');
+      return new ImapMaildrop(kept.client, credentials, from, { ...this.options, flagOnDele: this.flagOnDele(kept.client) }, this.cache, this.logger, kept.stamp, true);
+    }
     const started = performance.now();
     const hooks = { onThrottle: (ms: number) => this.backoff.backOff(key, ms) };
     const client = await connectImap(this.options, credentials, from, this.logger, hooks).finally(() =>
       this.options.onStep?.('login', (performance.now() - started) / 1000),
     );
-    return new ImapMaildrop(client, credentials, from, { ...this.options, flagOnDele: this.flagOnDele(client) }, this.cache, this.logger);
+    const stamp = tag === undefined ? undefined : { tag, at: started };
+    return new ImapMaildrop(client, credentials, from, { ...this.options, flagOnDele: this.flagOnDele(client) }, this.cache, this.logger, stamp, false);
   }
 
   /**
@@ -146,19 +158,48 @@ export class ImapMaildrop implements Maildrop {
   /** UIDVALIDITY of the open mailbox. */
   private uidValidity: bigint | undefined;
   private ended = false;
+  /**
+   * A backend command failed or a message stream was cut short: the connection may be in the
+   * middle of something, and is never kept for another session.
+   */
+  private interrupted = false;
 
   constructor(
-    private readonly client: ImapFlow,
+    private client: ImapFlow,
     private readonly credentials: Credentials,
     private readonly from: ClientInfo,
     private readonly options: ImapBackendOptions,
     private readonly cache: SnapshotCache,
     private readonly logger: Logger,
+    /** When and with what the connection logged in: set when it may be kept after the session. */
+    private stamp: LoginStamp | undefined = undefined,
+    /** The connection served an earlier session (it came from the pool). */
+    private reused = false,
   ) {
     this.mailboxKey = mailboxKeyOf(options, credentials.user);
   }
 
+  /**
+   * Opens the mailbox. On a kept connection that SELECT is also the check that it still works;
+   * if the server closed it meanwhile, the session logs in afresh instead.
+   */
   async open(): Promise<readonly MessageEntry[]> {
+    try {
+      return await this.openMailbox();
+    } catch (err) {
+      if (!this.reused || this.client.usable) throw err;
+      this.logger.debug(`The kept backend connection is gone (${(err as Error).message}); logging in again`);
+      this.client.close();
+      this.reused = false;
+      this.interrupted = false;
+      const started = performance.now();
+      this.client = await connectImap(this.options, this.credentials, this.from, this.logger);
+      if (this.stamp !== undefined) this.stamp = { tag: this.stamp.tag, at: started };
+      return this.openMailbox();
+    }
+  }
+
+  private async openMailbox(): Promise<readonly MessageEntry[]> {
     const mailbox = await this.step('opening the mailbox', () => this.client.mailboxOpen(this.options.mailbox, { readOnly: false }));
     if (mailbox.readOnly) throw new MaildropError('permanent', `mailbox ${this.options.mailbox} is read-only`);
     // What the server left out of its SELECT answer is unknown (Courier sends no UIDNEXT).
@@ -274,6 +315,10 @@ export class ImapMaildrop implements Maildrop {
     if (!download.content) throw new MaildropError('gone', `message UID ${uid} no longer exists`);
     const content = download.content;
     const counter = new OctetCounter((octets) => this.readWhole.set(index, octets));
+    // A download given up part way may leave a FETCH running: that connection is not kept.
+    counter.once('close', () => {
+      if (!counter.readableEnded) this.interrupted = true;
+    });
     // An error of the download reaches the reader; a reader that gives up stops the download.
     content.on('error', (err) => counter.destroy(err));
     counter.once('close', () => {
@@ -323,7 +368,7 @@ export class ImapMaildrop implements Maildrop {
     this.flaggedByUs.clear();
     this.ended = true;
     // The removal is confirmed: the client need not wait for the goodbye with the server too.
-    void this.logout(this.client);
+    void this.letGo();
   }
 
   async abandon(): Promise<void> {
@@ -333,9 +378,29 @@ export class ImapMaildrop implements Maildrop {
     this.flaggedByUs.clear();
     try {
       if (uids.length > 0) await this.restoreFlags(uids);
+    } catch (err) {
+      this.interrupted = true;
+      throw err;
     } finally {
-      await this.logout(this.client);
+      // Not waited for: a read-ahead FETCH may still be finishing on this connection.
+      void this.letGo();
     }
+  }
+
+  /**
+   * The session is over: its connection is kept for the next session of this login if the
+   * session left it clean (no command cut short, no flag of ours left, nothing running once the
+   * read-ahead has finished), else logged out.
+   */
+  private async letGo(): Promise<void> {
+    const client = this.client;
+    const pool = this.options.pool;
+    if (pool?.enabled && this.stamp !== undefined && !this.interrupted && this.flaggedByUs.size === 0 && client.usable) {
+      await this.readAhead?.settled();
+      const busy = (client as unknown as { connectionBusy?: () => boolean }).connectionBusy?.() === true;
+      if (!this.interrupted && !busy && pool.release(this.mailboxKey, this.stamp, client)) return;
+    }
+    await this.logout(client);
   }
 
   /**
@@ -432,6 +497,7 @@ export class ImapMaildrop implements Maildrop {
         await this.removeFlags(this.client, uids);
         return;
       } catch (err) {
+        this.interrupted = true;
         this.logger.warn(`Restoring flags on the session connection failed, retrying on a new one: ${(err as Error).message}`);
       }
     }
@@ -475,6 +541,7 @@ export class ImapMaildrop implements Maildrop {
     try {
       return await withTimeout(run(), this.options.timeoutMs, what);
     } catch (err) {
+      this.interrupted = true;
       if (err instanceof MaildropError) throw err;
       const message = err instanceof Error ? err.message : String(err);
       const code = (err as { code?: string }).code;

@@ -3,6 +3,7 @@
  * report events through the small interfaces they define; this module turns them into series.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { EvictionReason, PoolEvents } from '../imap/backend-pool.js';
 import type { LoginOutcome, SessionEvents } from '../pop3/session.js';
 
 const PREFIX = 'pop3proxy_';
@@ -39,6 +40,24 @@ export class ProxyMetrics implements SessionEvents {
     buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
     registers: [this.registry],
   });
+  private readonly reuse = new Counter({
+    name: `${PREFIX}backend_reuse_total`,
+    help: 'Logins with --backend-reuse on: hit (a kept backend connection served it) or miss (a new connection)',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+  private readonly reuseEvictions = new Counter({
+    name: `${PREFIX}backend_reuse_evictions_total`,
+    help: 'Kept backend connections closed without being used again, by reason: expired, closed (by the server), capacity, replaced (another password), shutdown',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
+  /** For the pool of kept backend connections (--backend-reuse). */
+  readonly poolEvents: PoolEvents = {
+    hit: () => this.reuse.inc({ result: 'hit' }),
+    miss: () => this.reuse.inc({ result: 'miss' }),
+    evicted: (reason: EvictionReason) => this.reuseEvictions.inc({ reason }),
+  };
   private readonly backend = new Histogram({
     name: `${PREFIX}backend_command_seconds`,
     help: 'Latency of backend (IMAP) steps, by step',

@@ -27,6 +27,8 @@ export interface TestProxyOptions {
   idleTimeoutMs?: number;
   backendTimeoutMs?: number;
   backendConnectTimeoutMs?: number;
+  /** --backend-reuse in ms; 0 (the default here) keeps no backend connection between sessions. */
+  backendReuseMs?: number;
   uidlFormat?: string;
   mailbox?: string;
   logLevel?: LogLevel;
@@ -107,6 +109,7 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
     metrics: options.metrics ? { host: '127.0.0.1', port: 0 } : undefined,
     backendTimeoutMs: options.backendTimeoutMs ?? 30_000,
     backendConnectTimeoutMs: options.backendConnectTimeoutMs ?? 5000,
+    backendReuseMs: options.backendReuseMs ?? 0,
     uidlFormat,
     routing: parseRouting(options.profiles, options.routes, defaults, 'the test configuration'),
     usersFile: options.usersFile,
