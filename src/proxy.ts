@@ -161,7 +161,7 @@ export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: Lo
       proxyProtocol: config.proxyProtocol,
     },
     {
-      provider: checks.wrap(provider),
+      provider,
       locks,
       logger,
       implementation: IMPLEMENTATION,

@@ -62,13 +62,13 @@ export interface SessionPolicy {
   readonly maxAuthFailures: number;
   readonly maxErrors: number;
   /** Notes a failed login from an address; returns the delay before answering it. */
-  authFailed(address: string): number;
+  authFailed(address: string): Promise<number>;
   /** The text after "+OK" in the greeting. */
   readonly greeting: string;
   /** Announced in CAPA as LOGIN-DELAY, and enforced. */
   readonly loginDelayS: number | undefined;
   /** Seconds until this mailbox may be logged in to again (0: now). */
-  loginWait(mailboxKey: string): number;
+  loginWait(mailboxKey: string): Promise<number>;
   /** Notes a successful login, for the LOGIN-DELAY. */
   loggedIn(mailboxKey: string): void;
   /** Announced in CAPA as EXPIRE. */

@@ -58,7 +58,7 @@ export async function login(session: Pop3Session, credentials: Credentials): Pro
     return refuse(session, err);
   }
   session.pendingMaildrop = maildrop;
-  const wait = session.services.policy.loginWait(maildrop.mailboxKey);
+  const wait = await session.services.policy.loginWait(maildrop.mailboxKey);
   if (wait > 0) {
     await letGo(session, maildrop, 'info', `Login refused: logged in too recently (LOGIN-DELAY), ${wait} s to wait`);
     return session.error(`Logged in too recently; try again in ${wait} seconds.`, 'LOGIN-DELAY');
@@ -128,7 +128,7 @@ async function refuse(session: Pop3Session, err: unknown): Promise<void> {
 async function refuseCredentials(session: Pop3Session): Promise<void> {
   session.authFailures++;
   const policy = session.services.policy;
-  await sleep(policy.authFailed(session.client.address));
+  await sleep(await policy.authFailed(session.client.address));
   if (session.authFailures < policy.maxAuthFailures) return session.error('Authentication failed.', 'AUTH');
   session.end('auth-failures', errLine('Authentication failed; too many failures, closing connection.', 'AUTH'));
 }
