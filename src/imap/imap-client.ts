@@ -93,7 +93,8 @@ const NAMESPACE_SKIPPED = Symbol('namespaceSkipped');
  * and an LSUB of the mailbox. Each is a round trip, which over a WAN is most of a session.
  * Kept: ID (with x-originating-ip, before login: that is what Dovecot honours) and the login.
  * Changed or cut:
- * - a password goes in LOGIN (one round trip) unless the server says LOGINDISABLED;
+ * - a password goes in LOGIN (one round trip) unless the server says LOGINDISABLED or the
+ *   password is too long for LOGIN (fitsLogin);
  * - ID is sent once;
  * - NAMESPACE only matters to mailbox names other than INBOX (imapflow puts the personal
  *   prefix in front of them): skipped when the mailbox is INBOX; asked later by
@@ -121,10 +122,20 @@ function leanSession(imap: ImapFlow, mailbox: string): void {
   const authenticate = internals.authenticate.bind(imap);
   internals.authenticate = () => {
     const auth = internals.options.auth;
-    if (auth?.pass !== undefined && !auth.loginMethod && !internals.capabilities.has('LOGINDISABLED')) auth.loginMethod = 'LOGIN';
+    if (auth?.pass !== undefined && !auth.loginMethod && !internals.capabilities.has('LOGINDISABLED') && fitsLogin(auth.pass)) auth.loginMethod = 'LOGIN';
     return authenticate();
   };
 }
+
+/**
+ * Whether a password can go in LOGIN: Dovecot's login process drops the connection when a
+ * LOGIN argument is longer than 1024 octets, where AUTHENTICATE PLAIN takes it.
+ */
+function fitsLogin(password: string): boolean {
+  return Buffer.byteLength(password) <= MAX_LOGIN_ARGUMENT;
+}
+
+const MAX_LOGIN_ARGUMENT = 1024;
 
 /** Runs the NAMESPACE that the login skipped, before anything names another folder. */
 export async function ensureNamespace(imap: ImapFlow): Promise<void> {
