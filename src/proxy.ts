@@ -20,6 +20,7 @@ import { Pop3Server } from './pop3/server.js';
 import { profileBackend, type SharedBackendOptions } from './routing/backends.js';
 import { ProfileRouter } from './routing/profile-router.js';
 import { RedisExpiringStore } from './shared/expiring-store.js';
+import { RedisListings } from './shared/listing-store.js';
 import { RedisLink } from './shared/redis-link.js';
 import { TlsCredentials } from './tls/tls-credentials.js';
 
@@ -39,6 +40,15 @@ const READY_PROBE_TIMEOUT_MS = 5000;
 
 /** UIDs and sizes kept between sessions, over all mailboxes: 12 octets each, about 24 MB in all. */
 const SNAPSHOT_CACHE_MESSAGES = 2_000_000;
+
+/**
+ * The kept listings the replicas share in Redis (--redis): each lives 7 days from its last use,
+ * and all of them together take at most 256 MiB of Redis (about 3 octets a message: some 80
+ * million messages), the least recently used going first. A login waits at most 200 ms for one.
+ */
+const SHARED_LISTING_TTL_MS = 7 * 24 * 3600 * 1000;
+const SHARED_LISTINGS_MAX_BYTES = 256 * 1024 * 1024;
+const SHARED_LISTING_DEADLINE_MS = 200;
 
 /**
  * Kept backend connections (--backend-reuse): per mailbox, two (one session per mailbox at a
@@ -139,6 +149,14 @@ export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: Lo
     markSeen: config.policy.markSeen,
     onStep: (step, seconds) => metrics.backendStep(step, seconds),
     pool: new BackendPool({ reuseMs: config.backendReuseMs ?? 0, maxPerMailbox: POOL_PER_MAILBOX, maxTotal: POOL_TOTAL, events: metrics.poolEvents }),
+    listings:
+      redis &&
+      new RedisListings(redis, {
+        maxMessages: SNAPSHOT_CACHE_MESSAGES,
+        ttlMs: SHARED_LISTING_TTL_MS,
+        maxBytes: SHARED_LISTINGS_MAX_BYTES,
+        readDeadlineMs: SHARED_LISTING_DEADLINE_MS,
+      }),
   };
   const users = config.usersFile === undefined ? undefined : new LocalUsers(config.usersFile);
   const backends = new Map([...config.routing.profiles].map(([name, profile]) => [name, profileBackend(name, profile, shared, users, logger)] as const));

@@ -1,6 +1,9 @@
 /**
  * Three proxy replicas (the built program, as child processes) behind a real HAProxy (round
  * robin, PROXY protocol, /readyz health checks), sharing one Redis, in front of one Dovecot:
+ * - a user alternating replicas gets the kept-listing speed on each: only the very first login
+ *   lists the whole mailbox (`FETCH 1:*`, counted by a relay before Dovecot), the first login on
+ *   each other replica starts from the listing kept in Redis;
  * - a password guesser spread over the three is slowed as one: the guesses it gets in a
  *   minute against the three are no more than against one replica alone (and a control: three
  *   replicas without Redis, which let it guess far more);
@@ -20,6 +23,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { mailboxKeyOf } from '../src/imap/imap-maildrop.js';
+import { listingKey } from '../src/shared/listing-store.js';
+import { FULL_FETCH, startCommandRelay, type CommandRelay } from './support/command-relay.js';
 import { DEFAULT_USERS, mailboxState, NO_LOGIN_PENALTY, startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
 import { startRedis, type TestRedis } from './support/redis.js';
 
@@ -51,6 +58,8 @@ interface Replica {
 let dovecot: Dovecot;
 let redis: TestRedis;
 let haproxy: ChildProcess | undefined;
+/** Between the replicas sharing Redis and Dovecot: the commands they send, for counting. */
+let backend: CommandRelay;
 let work: string;
 /** Sharing Redis, behind HAProxy's "shared" frontend. */
 const replicas: Replica[] = [];
@@ -83,7 +92,9 @@ async function until(check: () => boolean | Promise<boolean>, limitMs: number, e
 async function startReplica(name: string, withRedis: boolean): Promise<Replica> {
   const port = await freePort();
   const metricsPort = await freePort();
-  const args = [cli, '--imap-host', '127.0.0.1', '--imap-port', String(dovecot.imapPort), '--imap-tls', 'none',
+  // The replicas sharing Redis reach Dovecot through the counting relay, all at one address (one mailbox key).
+  const imapPort = withRedis ? backend.port : dovecot.imapPort;
+  const args = [cli, '--imap-host', '127.0.0.1', '--imap-port', String(imapPort), '--imap-tls', 'none',
     '--host', '127.0.0.1', '--port', String(port), '--metrics-host', '127.0.0.1', '--metrics-port', String(metricsPort),
     '--proxy-protocol', '--greeting', `replica ${name} ready.`, '--auth-fail-delay', String(AUTH_FAIL_DELAY_S),
     '--login-delay', String(LOGIN_DELAY_S), '--log-level', 'info'];
@@ -111,6 +122,7 @@ before(async () => {
   // Dovecot indexes the new mail and caches its sizes once, so the times below are the proxy's.
   await withMailbox(dovecot, USERS[3]!, (imap) => imap.fetchAll('1:*', { uid: true, size: true }));
   redis = await startRedis();
+  backend = await startCommandRelay(dovecot.imapPort);
   for (const name of ['r1', 'r2', 'r3']) replicas.push(await startReplica(name, true));
   for (const name of ['c1', 'c2', 'c3']) controls.push(await startReplica(name, false));
 
@@ -149,6 +161,7 @@ after(async () => {
     r.child.kill('SIGKILL');
   }
   await redis?.stop();
+  await backend?.close();
   await dovecot?.stop();
   if (work) await rm(work, { recursive: true, force: true });
 });
@@ -280,24 +293,37 @@ async function afterLoginDelay(since: number): Promise<void> {
 
 // ---------------------------------------------------------------------------------------------
 
-test('a user alternating replicas: the login times on each (the kept listings are still per replica)', async (t) => {
-  const rounds: Array<Array<{ replica: string; ms: number }>> = [];
+test('a user alternating replicas gets the kept-listing speed on each: only the very first login lists the whole mailbox', async (t) => {
+  const rounds: Array<Array<{ replica: string; ms: number; fullFetches: number }>> = [];
   let last = 0;
   for (let round = 0; round < 2; round++) {
-    const times: Array<{ replica: string; ms: number }> = [];
+    const times: Array<{ replica: string; ms: number; fullFetches: number }> = [];
     for (let i = 0; i < 3; i++) {
       await afterLoginDelay(last);
+      const mark = backend.mark();
       const { conn, reply, ms } = await attempt(frontends.shared, 'dave', password('dave'));
       last = performance.now();
       assert.match(reply, new RegExp(`^\\+OK Logged in, ${BIG_MAILBOX} messages`));
-      times.push({ replica: conn.replica, ms: Math.round(ms) });
       await quit(conn);
+      times.push({ replica: conn.replica, ms: Math.round(ms), fullFetches: backend.since(mark).filter((l) => FULL_FETCH.test(l)).length });
     }
     assert.deepEqual(times.map((x) => x.replica).sort(), ['r1', 'r2', 'r3'], 'round robin: one login on each replica');
     rounds.push(times);
   }
   const show = (times: Array<{ replica: string; ms: number }>) => times.map((x) => `${x.replica} ${x.ms} ms`).join(', ');
-  t.diagnostic(`${BIG_MAILBOX} messages, PASS to +OK through HAProxy: first login on each replica: ${show(rounds[0]!)}; second: ${show(rounds[1]!)}`);
+  // The first login anywhere lists everything; every later one, on whichever replica, starts from a kept listing.
+  assert.deepEqual(rounds.flat().map((x) => x.fullFetches), [1, 0, 0, 0, 0, 0], `FETCH 1:* per login: ${JSON.stringify(rounds)}`);
+  const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  let octets = 0;
+  try {
+    await admin.connect();
+    octets = await admin.strlen(listingKey(mailboxKeyOf({ host: '127.0.0.1', port: backend.port, mailbox: 'INBOX' }, 'dave')));
+  } finally {
+    admin.disconnect();
+  }
+  assert.ok(octets > 0 && octets < BIG_MAILBOX * 5, `the listing in Redis: ${octets} octets`);
+  t.diagnostic(`${BIG_MAILBOX} messages, PASS to +OK through HAProxy: first login on each replica: ${show(rounds[0]!)} (${rounds[0]![0]!.replica} cold, the others from the listing in Redis); second: ${show(rounds[1]!)}`);
+  t.diagnostic(`the listing in Redis: ${octets} octets, ${(octets / BIG_MAILBOX).toFixed(2)} a message`);
 });
 
 test('[IN-USE] across replicas: a session on one replica keeps the mailbox from the others until it QUITs', async () => {

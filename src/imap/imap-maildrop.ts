@@ -17,7 +17,8 @@ import { BackoffError, BackoffRegistry } from './backoff.js';
 import type { BackendPool, LoginStamp } from './backend-pool.js';
 import { connectImap, ensureNamespace, serverFailureOf, withTimeout, type ImapSettings } from './imap-client.js';
 import { ReadAhead } from './read-ahead.js';
-import { sameFlags, sameMessages, SnapshotCache, type CachedMailbox, type MailboxState } from './snapshot-cache.js';
+import type { SharedListings } from '../shared/listing-store.js';
+import { learnSize, sameFlags, sameMessages, SnapshotCache, type CachedMailbox, type MailboxState } from './snapshot-cache.js';
 import { parseUidSet, uidSet } from './uid-set.js';
 import type { UidlFormatter } from './uidl-format.js';
 
@@ -51,6 +52,16 @@ export interface ImapBackendOptions extends ImapSettings {
   readonly onStep?: (step: string, seconds: number) => void;
   /** Logged-in connections kept between sessions of the same login (--backend-reuse). */
   readonly pool?: BackendPool;
+  /** The kept listings shared by the replicas (--redis); without it each process keeps its own. */
+  readonly listings?: SharedListings;
+}
+
+/**
+ * Whether `now` shows the very mailbox `kept` was listed from: no message added or removed, and
+ * the same HIGHESTMODSEQ, or none from both (no CONDSTORE: then no other listing could prove more).
+ */
+function unchanged(kept: MailboxState, now: MailboxState): boolean {
+  return sameMessages(kept, now) && kept.highestModseq === now.highestModseq;
 }
 
 /** Identifies one mailbox of one user on one server: the same for every login to it. */
@@ -155,6 +166,10 @@ export class ImapMaildrop implements Maildrop {
   private readonly checkedFlags = new Set<number>();
   /** Octets of the messages read whole in this session, by index: their true sizes. */
   private readonly readWhole = new Map<number, number>();
+  /** The listing this session started from, as kept for the next. */
+  private kept: CachedMailbox | undefined;
+  /** A true size learned in this session changed `kept`: shared once the session ends. */
+  private learned = false;
   /** UIDVALIDITY of the open mailbox. */
   private uidValidity: bigint | undefined;
   private ended = false;
@@ -213,8 +228,11 @@ export class ImapMaildrop implements Maildrop {
       exists: reported.exists ?? 0,
       highestModseq: reported.highestModseq,
     };
-    const listing = await this.listing(state);
+    const { listing, unchangedShared } = await this.listing(state);
     this.cache.set(this.mailboxKey, listing);
+    this.kept = listing;
+    // An empty listing saves the next session nothing (an empty mailbox is never listed).
+    if (!unchangedShared && listing.uids.length > 0) this.options.listings?.set(this.mailboxKey, listing);
     const uidValidity = Number(reported.uidValidity);
     const entries: SnapshotEntry[] = [];
     // The newest messages have the highest UIDs.
@@ -231,22 +249,40 @@ export class ImapMaildrop implements Maildrop {
   }
 
   /**
-   * UIDs, sizes and \Deleted flags of the mailbox. What the cache holds from an earlier session
-   * is reused as far as the mailbox state proves it unchanged; only the sizes of new messages
-   * are fetched.
+   * UIDs, sizes and \Deleted flags of the mailbox. A listing kept from an earlier session is
+   * reused as far as the mailbox state proves it unchanged; only the sizes of new messages are
+   * fetched. The process's own listing serves when the state proves it entirely unchanged;
+   * otherwise the one the replicas share in Redis, if it is of this UIDVALIDITY (another replica
+   * may have seen the mailbox since), else the process's own. `unchangedShared`: the listing is
+   * the shared one as it was, with nothing to write back.
    */
-  private async listing(state: MailboxState): Promise<CachedMailbox> {
-    if (state.exists === 0) return { state, uids: new Uint32Array(0), sizes: new Float64Array(0), deleted: new Set() };
-    const cached = this.cache.get(this.mailboxKey);
-    if (cached === undefined || cached.state.uidValidity !== state.uidValidity) return this.fetchListing(state);
-    const uids = sameMessages(cached.state, state) ? cached.uids : await this.searchUids({ all: true }, 'listing messages');
+  private async listing(state: MailboxState): Promise<{ listing: CachedMailbox; unchangedShared: boolean }> {
+    if (state.exists === 0) return { listing: { state, uids: new Uint32Array(0), sizes: new Float64Array(0), deleted: new Set() }, unchangedShared: false };
+    const local = this.cache.get(this.mailboxKey);
+    let start = local;
+    let shared = false;
+    if (local === undefined || !unchanged(local.state, state)) {
+      const remote = await this.options.listings?.get(this.mailboxKey);
+      if (remote !== undefined && remote.state.uidValidity === state.uidValidity) {
+        start = remote;
+        shared = true;
+      }
+    }
+    if (start === undefined || start.state.uidValidity !== state.uidValidity) {
+      this.logger.debug('Listing the whole mailbox (no kept listing of this UIDVALIDITY)');
+      return { listing: await this.fetchListing(state), unchangedShared: false };
+    }
+    const same = sameMessages(start.state, state);
+    this.logger.debug(`Listing from the listing kept ${shared ? 'in Redis' : 'in this process'}${same ? ', no message added or removed' : ''}`);
+    const uids = same ? start.uids : await this.searchUids({ all: true }, 'listing messages');
     // Which messages carry \Deleted matters only once this session flags some: asked then.
-    const deleted = sameFlags(cached.state, state) ? cached.deleted : undefined;
-    const sizes = await this.sizesOf(uids, cached);
+    const deleted = sameFlags(start.state, state) ? start.deleted : undefined;
+    const sizes = await this.sizesOf(uids, start);
     const present = uids.filter((_, i) => !Number.isNaN(sizes[i]));
-    if (present.length === uids.length) return { state, uids, sizes, deleted };
+    const unchangedShared = shared && unchanged(start.state, state);
+    if (present.length === uids.length) return { listing: { state, uids, sizes, deleted }, unchangedShared };
     // Expunged between the search and the fetch: not part of this session.
-    return { state, uids: present, sizes: sizes.filter((size) => !Number.isNaN(size)), deleted };
+    return { listing: { state, uids: present, sizes: sizes.filter((size) => !Number.isNaN(size)), deleted }, unchangedShared: false };
   }
 
   /** Everything from the server: UID, size and flags of every message. */
@@ -355,6 +391,7 @@ export class ImapMaildrop implements Maildrop {
     this.readWhole.delete(index);
     if (octets !== undefined && this.uidValidity !== undefined) {
       if (octets !== this.snapshot[index]!.size) this.logger.debug(`UID ${uid}: ${octets} octets delivered, the server reported ${this.snapshot[index]!.size}`);
+      if (this.kept !== undefined && learnSize(this.kept, this.uidValidity, uid, octets)) this.learned = true;
       this.cache.learnSize(this.mailboxKey, this.uidValidity, uid, octets);
     }
     if (!this.options.markSeen) return;
@@ -393,6 +430,9 @@ export class ImapMaildrop implements Maildrop {
    * read-ahead has finished), else logged out.
    */
   private async letGo(): Promise<void> {
+    // The true sizes this session learned reach the other replicas once, now.
+    if (this.learned && this.kept !== undefined) this.options.listings?.set(this.mailboxKey, this.kept);
+    this.learned = false;
     const client = this.client;
     const pool = this.options.pool;
     if (pool?.enabled && this.stamp !== undefined && !this.interrupted && this.flaggedByUs.size === 0 && client.usable) {

@@ -5,7 +5,9 @@
  * server for what is new; with a large mailbox that is most of the cost of a login.
  *
  * Entries are only ever read after the user has logged in to that very mailbox. The cache is
- * bounded by the number of messages it holds, least recently used mailboxes going first.
+ * bounded by the number of messages it holds, least recently used mailboxes going first. With
+ * replicas, the listings are shared in Redis too (src/shared/listing-store.ts), under the same
+ * rules: a listing proves only what the mailbox state proves.
  */
 
 /**
@@ -70,9 +72,7 @@ export class SnapshotCache {
    */
   learnSize(key: string, uidValidity: bigint, uid: number, size: number): void {
     const entry = this.entries.get(key);
-    if (entry === undefined || entry.state.uidValidity !== uidValidity || !(size >= 0)) return;
-    const i = indexOfUid(entry.uids, uid);
-    if (i >= 0) entry.sizes[i] = size;
+    if (entry !== undefined) learnSize(entry, uidValidity, uid, size);
   }
 
   private delete(key: string): void {
@@ -81,6 +81,18 @@ export class SnapshotCache {
     this.entries.delete(key);
     this.messages -= entry.uids.length;
   }
+}
+
+/**
+ * Notes the true size of one message in a listing; says whether that changed it. Ignored (false)
+ * when the listing is of another UIDVALIDITY or does not hold that UID.
+ */
+export function learnSize(entry: CachedMailbox, uidValidity: bigint, uid: number, size: number): boolean {
+  if (entry.state.uidValidity !== uidValidity || !Number.isSafeInteger(size) || size < 0) return false;
+  const i = indexOfUid(entry.uids, uid);
+  if (i < 0 || entry.sizes[i] === size) return false;
+  entry.sizes[i] = size;
+  return true;
 }
 
 /** Position of `uid` in the ascending `uids`, or -1. */

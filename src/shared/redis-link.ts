@@ -1,9 +1,9 @@
 /**
  * The one connection to Redis that every piece of shared state goes through: the mailbox locks,
- * the failed-login throttle and the LOGIN-DELAY record. Commands never queue while Redis is
- * away (they fail at once, and each caller falls back or refuses); the client reconnects by
- * itself, at most 2 s apart; whether Redis answers is kept in a LinkStatus (logged once per
- * change, shown in /readyz and the metrics).
+ * the failed-login throttle, the LOGIN-DELAY record and the kept mailbox listings. Commands
+ * never queue while Redis is away (they fail at once, and each caller falls back or refuses);
+ * the client reconnects by itself, at most 2 s apart; whether Redis answers is kept in a
+ * LinkStatus (logged once per change, shown in /readyz and the metrics).
  */
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
@@ -67,19 +67,25 @@ export class RedisLink {
 
   /**
    * Runs one command within `deadlineMs` (at most the client's own command timeout). A failure
-   * that says Redis is away marks it down; an answer marks it up.
+   * that says Redis is away marks it down; an answer marks it up. With `slowIsDown` false, a
+   * deadline shorter than Redis is ever expected to need (a listing wanted within 200 ms) only
+   * fails the command: a slow answer is no sign that Redis is away.
    */
-  async run<T>(command: (client: Redis) => Promise<T>, deadlineMs = this.options.commandTimeoutMs): Promise<T> {
+  async run<T>(command: (client: Redis) => Promise<T>, deadlineMs = this.options.commandTimeoutMs, slowIsDown = true): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
+    let late = false;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`Redis did not answer within ${deadlineMs} ms`)), deadlineMs);
+      timer = setTimeout(() => {
+        late = true;
+        reject(new Error(`Redis did not answer within ${deadlineMs} ms`));
+      }, deadlineMs);
     });
     try {
       const result = await Promise.race([command(this.client), deadline]);
       if (this.client.status === 'ready') this.status.up();
       return result;
     } catch (err) {
-      this.failed(err as Error);
+      if (!late || slowIsDown) this.failed(err as Error);
       throw err;
     } finally {
       clearTimeout(timer);

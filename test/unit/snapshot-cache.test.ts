@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { sameFlags, sameMessages, SnapshotCache, type CachedMailbox, type MailboxState } from '../../src/imap/snapshot-cache.js';
+import { learnSize, sameFlags, sameMessages, SnapshotCache, type CachedMailbox, type MailboxState } from '../../src/imap/snapshot-cache.js';
 
 const state = (over: Partial<MailboxState> = {}): MailboxState => ({ uidValidity: 7n, uidNext: 6, exists: 5, highestModseq: 40n, ...over });
 
@@ -44,4 +44,14 @@ test('learnSize replaces the reported size of one message with the counted one, 
   cache.learnSize('k', 7n, 4, 1);
   cache.learnSize('other', 7n, 3, 1);
   assert.deepEqual([...cache.get('k')!.sizes], [103, 100, 109], 'another UIDVALIDITY, an unknown UID or mailbox change nothing');
+});
+
+test('learnSize on a listing says whether it changed anything, so that a session shares only sizes it really learned', () => {
+  const entry = mailbox([3, 5, 9], [103, 105, 109]);
+  assert.equal(learnSize(entry, 7n, 5, 100), true);
+  assert.equal(learnSize(entry, 7n, 5, 100), false, 'already known');
+  assert.equal(learnSize(entry, 7n, 4, 1), false, 'no such UID');
+  assert.equal(learnSize(entry, 8n, 9, 1), false, 'another UIDVALIDITY');
+  assert.equal(learnSize(entry, 7n, 9, Number.NaN), false);
+  assert.deepEqual([...entry.sizes], [103, 100, 109]);
 });
