@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 /**
- * pop3-imap-proxy: the administrator's commands (hash-password, oauth-login), or else: parse the
- * command line, start the POP3 server, re-read the TLS certificate
+ * pop3-imap-proxy: the administrator's commands (hash-password, oauth-login, healthcheck), or
+ * else: parse the command line, start the POP3 server, write the status file, re-read the TLS certificate
  * and the users file on SIGHUP, and end every session through its cleanup path on SIGTERM/SIGINT.
  */
 import { hashPasswordCommand } from './admin/hash-password.js';
+import { address, healthcheckCommand, removeStatusFile, writeStatusFile } from './admin/healthcheck.js';
 import { oauthLoginCommand } from './admin/oauth-login.js';
 import { ConfigError, parseCommandLine } from './config/options.js';
 import { createLogger } from './logging/logger.js';
@@ -25,6 +26,7 @@ async function admin(command: string, args: readonly string[]): Promise<number> 
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
   if (command === 'hash-password' || command === 'oauth-login') process.exit(await admin(command, rest));
+  if (command === 'healthcheck') process.exit(await healthcheckCommand(rest, process.stdout, process.stderr));
   let parsed;
   try {
     parsed = await parseCommandLine(process.argv.slice(2));
@@ -48,22 +50,35 @@ async function main(): Promise<void> {
     console.error(`pop3-imap-proxy: ${err.message}`);
     process.exit(2);
   }
+  let listening;
   try {
-    await server.listen();
+    listening = await server.listen();
   } catch (err) {
     logger.error(`Cannot listen on ${config.listen.host}:${config.listen.port}: ${(err as Error).message}`);
     process.exit(1);
   }
+  const statusFile = config.statusFile;
+  if (statusFile !== undefined) {
+    try {
+      writeStatusFile(statusFile, { pid: process.pid, pop3: address(listening)!, tls: address(server.tlsAddress), metrics: address(server.metricsAddress) });
+    } catch (err) {
+      logger.warn(`Cannot write the status file (health checks will fail): ${(err as Error).message}`);
+    }
+  }
+  const exit = (status: number) => {
+    if (statusFile !== undefined) removeStatusFile(statusFile);
+    process.exit(status);
+  };
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     logger.info(`${signal} received: no new connections; ${server.activeSessions} session(s) get ${config.shutdownGraceMs / 1000} s to finish`);
     server.close(config.shutdownGraceMs).then(
-      () => process.exit(0),
+      () => exit(0),
       (err: unknown) => {
         logger.error(`Shutdown failed: ${(err as Error).message}`);
-        process.exit(1);
+        exit(1);
       },
     );
   };

@@ -33,6 +33,8 @@ export interface ProxyConfig {
   readonly redis: { readonly url: string; readonly lockTtlMs: number } | undefined;
   /** Where /metrics, /healthz and /readyz are served; undefined for nowhere. */
   readonly metrics: { readonly host: string; readonly port: number } | undefined;
+  /** Where the addresses listened on are written once listening (for `pop3-imap-proxy healthcheck`). */
+  readonly statusFile?: string | undefined;
   readonly idleTimeoutMs: number;
   /** On SIGTERM/SIGINT, how long running sessions may go on before they are ended. */
   readonly shutdownGraceMs: number;
@@ -139,6 +141,7 @@ const OPTIONS = {
   'lock-ttl': { type: 'number', default: 60, describe: 'Seconds a Redis lock outlives a replica that died holding it', group: 'Operations:' },
   'metrics-port': { type: 'number', describe: 'Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this port', group: 'Operations:' },
   'metrics-host': { type: 'string', default: '0.0.0.0', describe: 'Address for --metrics-port', group: 'Operations:' },
+  'status-file': { type: 'string', describe: 'Once listening, write the process id and the addresses listened on (POP3, TLS, metrics) to this JSON file, for `pop3-imap-proxy healthcheck`', group: 'Operations:' },
   'log-level': { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'Log level (debug adds protocol traces)', group: 'Logging:' },
   'log-format': { choices: LOG_FORMATS, default: 'text' as LogFormat, describe: 'Log line format', group: 'Logging:' },
 } as const;
@@ -301,6 +304,7 @@ function validate(raw: Raw, at: (key: string) => string, file: ConfigFile): Prox
     },
     redis: sharedRedis(raw, at),
     metrics: raw['metrics-port'] === undefined ? undefined : { host: raw['metrics-host'], port: port(at('metrics-port'), raw['metrics-port'], true) },
+    statusFile: raw['status-file'],
     idleTimeoutMs: seconds(at('idle-timeout'), raw['idle-timeout']),
     shutdownGraceMs: seconds(at('shutdown-grace'), raw['shutdown-grace'], true),
     backendTimeoutMs: seconds(at('backend-timeout'), raw['backend-timeout']),
