@@ -1,5 +1,6 @@
-# syntax=docker/dockerfile:1
 # pop3-imap-proxy: build with the dev dependencies, run with the production ones only.
+# Builds with BuildKit or with the classic builder (DOCKER_BUILDKIT=0): no `# syntax=` line, so
+# nothing is fetched besides the base image and the npm packages.
 
 FROM node:24-bookworm-slim AS build
 WORKDIR /app
@@ -14,12 +15,20 @@ WORKDIR /app
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
-# Docker lets unprivileged processes bind ports below 1024 inside the container.
+# The image's defaults come as a config file (metrics on port 9110), so that anything you give
+# wins over them: a flag, a POP3PROXY_* variable, or a --config file of your own (which replaces
+# this one: keep metrics-port in it for the health check).
+COPY docker/image-defaults.yaml /etc/pop3-imap-proxy/defaults.yaml
+ENV POP3PROXY_CONFIG=/etc/pop3-imap-proxy/defaults.yaml
+# The proxy writes the addresses it really listens on here; the HEALTHCHECK reads them and asks
+# /healthz, wherever the metrics port came from. With --read-only, give the container --tmpfs /tmp.
+ENV POP3PROXY_STATUS_FILE=/tmp/pop3-imap-proxy.status.json
+# Runs as uid 1000. In a bridge network Docker lets it bind ports below 1024; with
+# --network host it cannot: give it --port 1110 (or another port above 1023) there.
 USER node
-# /metrics, /healthz and /readyz; unset POP3PROXY_METRICS_PORT to turn the endpoint off.
-ENV POP3PROXY_METRICS_PORT=9110
 EXPOSE 110 995 9110
-HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:'+process.env.POP3PROXY_METRICS_PORT+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s CMD ["node", "dist/cli.js", "healthcheck"]
+# Flags follow the image name (docker run IMAGE --imap-host mail.example.com), or the settings
+# come from POP3PROXY_* variables alone: no default command.
 ENTRYPOINT ["node", "dist/cli.js"]
-CMD ["--help"]
+CMD []

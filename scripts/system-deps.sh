@@ -12,6 +12,8 @@
 # started anyway. Cyrus IMAP and Courier-IMAP are never installed (their packages conflict
 # with Dovecot's): only their shared libraries are listed here, and
 # scripts/unpack-imap-servers.sh (which the tests run) unpacks the servers into a cache folder.
+# Docker is not listed either: scripts/docker-setup.sh installs and starts it (as root) for
+# test/docker.test.ts alone, which is skipped where Docker cannot be had.
 set -euo pipefail
 export PATH="${PATH:+$PATH:}/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
