@@ -84,6 +84,8 @@ export async function startProxyProcess(options: ProxyStartOptions): Promise<Pro
   const host = '127.0.0.1';
   const port = await freePort(host);
   const args = [
+    // For profiling the proxy under a workload, e.g. BENCH_PROXY_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/p".
+    ...(process.env.BENCH_PROXY_NODE_ARGS?.split(' ').filter((a) => a !== '') ?? []),
     CLI,
     '--imap-host', options.imapHost,
     '--imap-port', String(options.imapPort),

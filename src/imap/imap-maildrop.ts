@@ -336,15 +336,39 @@ export class ImapMaildrop implements Maildrop {
     }
     const body = await this.step(`fetching message UID ${uid}`, () => readAhead.take(index));
     if (body === undefined) throw new MaildropError('gone', `message UID ${uid} no longer exists`);
-    this.readWhole.set(index, body.length);
-    return Readable.from([body]);
+    // Its size is the literal's: only a stream that ended whole leads to retrieved().
+    this.readWhole.set(index, body.size);
+    const { stream } = body;
+    if (stream.arrived) return stream;
+    // The body is still arriving: it gets the backend timeout, as a whole message did before.
+    const timer = setTimeout(() => {
+      this.interrupted = true;
+      stream.destroy(new MaildropError('temporary', `fetching message UID ${uid} timed out after ${this.options.timeoutMs / 1000} s`, { fatal: true }));
+    }, this.options.timeoutMs);
+    stream.once('arrived', () => clearTimeout(timer));
+    stream.once('close', () => clearTimeout(timer));
+    return stream;
   }
 
   /**
-   * A large message, fetched in windows as the client takes it: never held whole. Its octets
-   * are counted on the way: once it has all gone through, that is its true size.
+   * A large message, fetched in windows and never held whole: streamed as the windows arrive,
+   * the backend socket read only as fast as the client takes it (see ReadAhead.whole); where
+   * the connection has no literal tap, with imapflow's download. Its octets are counted on the
+   * way: once it has all gone through, that is its true size.
    */
   private async stream(index: number, uid: number): Promise<Readable> {
+    const whole = this.readAhead?.whole(index, this.options.chunkSize);
+    if (whole !== undefined) {
+      const body = await this.step(`fetching message UID ${uid}`, () => whole);
+      if (body === undefined) throw new MaildropError('gone', `message UID ${uid} no longer exists`);
+      const { stream } = body;
+      stream.once('end', () => this.readWhole.set(index, stream.received));
+      // Given up part way: the rest is still read from the connection, which is not kept.
+      stream.once('close', () => {
+        if (!stream.readableEnded) this.interrupted = true;
+      });
+      return stream;
+    }
     const download = await this.step(`fetching message UID ${uid}`, () =>
       this.client.download(String(uid), undefined, { uid: true, chunkSize: this.options.chunkSize }),
     );

@@ -3,9 +3,15 @@
  * FETCH per message costs a round trip and imapflow's per-command work each time; a FETCH of
  * many messages at once costs that once. So when reads come in order, the next small messages
  * are fetched together, ahead of time, within a byte budget that bounds the memory a session
- * can hold. Large messages are never fetched here: they are streamed in windows by the caller.
+ * can hold. Large messages are never read ahead: whole() streams one in windows when asked.
+ *
+ * Where the connection allows it (see LiteralTap), the bodies are taken out of the response
+ * stream as they arrive and handed on in the socket's own chunks, without imapflow assembling
+ * them; a message can be read as soon as its body starts to arrive.
  */
 import type { ImapFlow } from 'imapflow';
+import { BodyStream, LiteralTap } from './literal-tap.js';
+import type { BodyTarget } from './literal-splitter.js';
 import { uidSet } from './uid-set.js';
 
 /** Messages up to this size may be held whole in memory while waiting to be read. */
@@ -17,6 +23,11 @@ const AHEAD_BYTES = 4 * 1024 * 1024;
  * messages, so the IMAP connection never waits for us.
  */
 const BATCH_BYTES = AHEAD_BYTES / 4;
+/**
+ * Bytes of a large message held at most while the client falls behind: beyond, the backend
+ * connection stops being read until the client catches up.
+ */
+const LARGE_HELD_BYTES = 1024 * 1024;
 /** Messages per FETCH, so that a mailbox of tiny messages does not build huge commands. */
 const AHEAD_MESSAGES = 500;
 
@@ -28,9 +39,20 @@ export interface ReadAheadMessage {
   readonly size: number;
 }
 
-interface Pending {
-  readonly body: Promise<Buffer | undefined>;
+/** A message as read: its bytes as they come, and how many there are. */
+export interface MessageBody {
+  readonly stream: BodyStream;
   readonly size: number;
+}
+
+interface Pending {
+  readonly body: Promise<MessageBody | undefined>;
+  readonly size: number;
+}
+
+interface Waiting {
+  resolve(body: MessageBody | undefined): void;
+  reject(err: unknown): void;
 }
 
 export class ReadAhead {
@@ -43,6 +65,11 @@ export class ReadAhead {
   private readonly running = new Set<Promise<void>>();
   /** The index read last, to tell a walk in order from a jump. */
   private last = NO_READ;
+  /**
+   * Takes the bodies out of the response stream; undefined where imapflow handles them. It goes
+   * in at the first FETCH that finds the connection idle (see LiteralTap.of).
+   */
+  private tap: LiteralTap | undefined;
 
   constructor(
     private readonly client: ImapFlow,
@@ -56,8 +83,11 @@ export class ReadAhead {
     return this.messages[index]!.size <= SMALL_MESSAGE;
   }
 
-  /** The whole message, or undefined if the server no longer has it. */
-  take(index: number): Promise<Buffer | undefined> {
+  /**
+   * The message, once its body starts to arrive (its stream errors if the connection is cut
+   * before the end), or undefined if the server no longer has it.
+   */
+  take(index: number): Promise<MessageBody | undefined> {
     // The session's first read starts a walk too: most clients read on from there (a client
     // that reads only one message lets up to the budget be fetched for nothing).
     const inOrder = index === this.last + 1 || this.last === NO_READ;
@@ -101,19 +131,19 @@ export class ReadAhead {
    * Returns false when there was nothing (small) left to ask for.
    */
   private request(from: number, budget: number): boolean {
-    const batch = new Map<number, { index: number; resolve: (body: Buffer | undefined) => void; reject: (err: unknown) => void }>();
+    const batch = new Map<number, Waiting>();
     let bytes = 0;
     let index = from;
     for (; index < this.messages.length && batch.size < AHEAD_MESSAGES; index++) {
       if (this.skip(index)) continue;
       const { uid, size } = this.messages[index]!;
       if (size > SMALL_MESSAGE || (batch.size > 0 && bytes + size > budget)) break;
-      let settle!: { resolve: (body: Buffer | undefined) => void; reject: (err: unknown) => void };
-      const body = new Promise<Buffer | undefined>((resolve, reject) => (settle = { resolve, reject }));
+      let settle!: Waiting;
+      const body = new Promise<MessageBody | undefined>((resolve, reject) => (settle = { resolve, reject }));
       // A message fetched ahead may never be taken: its failure must not go unhandled.
       body.catch(() => undefined);
       this.pending.set(index, { body, size });
-      batch.set(uid, { index, ...settle });
+      batch.set(uid, settle);
       bytes += size;
     }
     if (batch.size === 0) return false;
@@ -125,23 +155,142 @@ export class ReadAhead {
     return true;
   }
 
+  /**
+   * A large message in windows of `window` octets (one FETCH each, the next asked for as soon
+   * as the current one starts to arrive), streamed as it arrives through the tap, without
+   * imapflow assembling the windows; the backend socket is read only as fast as the client
+   * takes the message (LARGE_HELD_BYTES). Undefined (at once) where the connection has no tap:
+   * then the caller downloads it with imapflow. The promise resolves once the body starts to
+   * arrive, or undefined if the server no longer has the message; a window that fails later
+   * fails the stream after what came before it.
+   */
+  whole(index: number, window: number): Promise<MessageBody | undefined> | undefined {
+    this.tap ??= LiteralTap.of(this.client);
+    const tap = this.tap;
+    if (tap === undefined) return undefined;
+    const { uid, size } = this.messages[index]!;
+    const body = new BodyStream(size, LARGE_HELD_BYTES);
+    const sink = body.target();
+    let settle!: Waiting;
+    const started = new Promise<MessageBody | undefined>((resolve, reject) => (settle = { resolve, reject }));
+    started.catch(() => undefined);
+    const request = (from: number) => {
+      let asked = false;
+      const askNext = () => {
+        // Not once the reader has given up (a TOP has its lines, the client went away).
+        if (asked || body.destroyed) return;
+        asked = true;
+        request(from + window);
+      };
+      const running = this.fetchWindow(tap, uid, from, window, (octets) => {
+        if (from === 0) settle.resolve({ stream: body, size });
+        // A full window: there may be more, asked for now so that the server never waits.
+        if (octets === window) askNext();
+        return {
+          push: (chunk) => sink.push(chunk),
+          whenDrained: (ready) => sink.whenDrained(ready),
+          end: () => {
+            if (octets !== window) sink.end();
+          },
+          fail: (err) => sink.fail(err),
+        };
+      }).then(
+        (answer) => {
+          if (answer === 'taken') return;
+          if (answer === 'none' || (answer === 'empty' && from === 0)) {
+            // No such message (any more): before any data it is gone; after some, cut short.
+            if (from === 0) settle.resolve(undefined);
+            else if (answer === 'none') sink.fail(new Error(`message UID ${uid} disappeared while it was read`));
+            else sink.end();
+            return;
+          }
+          // imapflow parsed this window itself (no literal, or the UID named after the body).
+          if (from === 0) settle.resolve({ stream: body, size });
+          if (answer === 'empty') return sink.end();
+          sink.push(answer);
+          if (answer.length === window) askNext();
+          else sink.end();
+        },
+        (err: unknown) => {
+          if (from === 0) settle.reject(err);
+          sink.fail(err instanceof Error ? err : new Error(String(err)));
+        },
+      );
+      this.running.add(running);
+      void running.finally(() => this.running.delete(running));
+    };
+    request(0);
+    return started;
+  }
+
+  /**
+   * One window of a message: 'taken' when its literal went to `open`'s target, the bytes when
+   * imapflow parsed them itself, 'empty' for a row without a body, 'none' for no row at all.
+   */
+  private async fetchWindow(tap: LiteralTap, uid: number, from: number, length: number, open: (size: number) => BodyTarget): Promise<'taken' | 'empty' | 'none' | Buffer> {
+    let taken = false;
+    const start = (size: number) => {
+      taken = true;
+      return open(size);
+    };
+    tap.claimSole(uid, start);
+    try {
+      let answer: 'empty' | 'none' | Buffer = 'none';
+      for await (const message of this.client.fetch(String(uid), { uid: true, source: { start: from, maxLength: length } }, { uid: true })) {
+        if (message.uid !== uid) continue;
+        if (Buffer.isBuffer(message.source)) answer = message.source;
+        else if (answer === 'none') answer = 'empty';
+      }
+      return taken ? 'taken' : answer;
+    } finally {
+      tap.release(uid, start);
+    }
+  }
+
   /** Resolves once no FETCH of this read-ahead is running (they never reject). */
   async settled(): Promise<void> {
     while (this.running.size > 0) await Promise.all([...this.running]);
   }
 
-  private async fetch(batch: Map<number, { resolve: (body: Buffer | undefined) => void; reject: (err: unknown) => void }>): Promise<void> {
+  /** One FETCH of these UIDs' bodies. */
+  private async fetch(batch: Map<number, Waiting>): Promise<void> {
+    const uids = [...batch.keys()];
+    this.tap ??= LiteralTap.of(this.client);
+    const tap = this.tap;
+    const claims = new Map<number, (size: number) => BodyTarget>();
+    if (tap !== undefined) {
+      for (const [uid, waiting] of batch) {
+        const start = (size: number) => {
+          const stream = new BodyStream(size);
+          batch.delete(uid);
+          waiting.resolve({ stream, size });
+          return stream.target();
+        };
+        claims.set(uid, start);
+        tap.claim(uid, start);
+      }
+    }
     try {
-      const uids = uidSet([...batch.keys()]);
       // Nothing else is awaited inside the loop: imapflow runs no other command until it ends.
-      for await (const message of this.client.fetch(uids, { uid: true, source: true }, { uid: true })) {
-        // A message expunged under this session may come back without a body (BODY[] NIL).
-        batch.get(message.uid)?.resolve(Buffer.isBuffer(message.source) ? message.source : undefined);
+      for await (const message of this.client.fetch(uidSet(uids), { uid: true, source: true }, { uid: true })) {
+        // The rows the tap took never come here. A message expunged under this session may
+        // come back without a body (BODY[] NIL), and a row may carry only flags.
+        const source = message.source;
+        if (!Buffer.isBuffer(source)) continue;
+        const waiting = batch.get(message.uid);
+        if (waiting === undefined) continue;
+        const stream = new BodyStream(source.length);
+        const target = stream.target();
+        target.push(source);
+        target.end();
+        waiting.resolve({ stream, size: source.length });
         batch.delete(message.uid);
       }
       for (const waiting of batch.values()) waiting.resolve(undefined);
     } catch (err) {
       for (const waiting of batch.values()) waiting.reject(err);
+    } finally {
+      for (const [uid, start] of claims) tap?.release(uid, start);
     }
   }
 }

@@ -10,6 +10,8 @@ import { args, type CommandHandler } from './command.js';
 import { messageIndex, transactionOf } from './message-arg.js';
 
 const MESSAGE_FOLLOWS = Buffer.from('+OK Message follows.\r\n');
+/** Bytes of a message gathered at most for one write to the client. */
+const WRITE_BYTES = 256 * 1024;
 
 /** RETR n: the whole message, streamed and byte-stuffed. */
 export const RETR: CommandHandler = {
@@ -69,22 +71,29 @@ async function deliver(session: Pop3Session, index: number, top: TopFilter | und
   }
   const stuffer = new DotStuffer();
   let octets = 0;
-  // The status line leaves with the first data: one write for most messages, not two.
-  let status: Buffer | undefined = MESSAGE_FOLLOWS;
-  const withStatus = (pieces: Buffer[]) => {
-    if (status) pieces.unshift(status);
-    status = undefined;
-    return pieces;
-  };
+  // The status line leaves with the first data, and what has already arrived leaves together:
+  // a message read ahead goes out in one write with its terminating line, while one still
+  // arriving is passed on as it comes.
+  let pieces: Buffer[] = [MESSAGE_FOLLOWS];
+  let gathered = MESSAGE_FOLLOWS.length;
   try {
     for await (const chunk of source as AsyncIterable<Buffer>) {
       const part = top ? top.push(chunk) : chunk;
       octets += part.length;
-      const ready = withStatus(stuffer.push(part));
-      if (ready.length > 0) await session.io.send(ready);
+      for (const piece of stuffer.push(part)) {
+        pieces.push(piece);
+        gathered += piece.length;
+      }
       if (top?.done) break;
+      // Nothing more at hand (the next chunk is still on its way), or enough for one write.
+      if (gathered >= WRITE_BYTES || (source.readableLength === 0 && !allArrived(source))) {
+        if (pieces.length > 0) await session.io.send(pieces);
+        pieces = [];
+        gathered = 0;
+      }
     }
-    await session.io.send(withStatus(stuffer.finish()));
+    pieces.push(...stuffer.finish());
+    await session.io.send(pieces);
   } catch (err) {
     source.destroy();
     session.logger.warn(`Message ${index + 1} not delivered whole: ${describe(err)}`, session.logMeta());
@@ -93,6 +102,15 @@ async function deliver(session: Pop3Session, index: number, top: TopFilter | und
     return undefined;
   }
   return octets;
+}
+
+/**
+ * Whether the source has been given all of its data (what is left of it is buffered). Node
+ * tells this only in the readable state's `ended` (its public readableEnded comes later, once
+ * the reader has taken everything).
+ */
+function allArrived(source: Readable): boolean {
+  return (source as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended === true;
 }
 
 async function replyReadFailure(session: Pop3Session, err: unknown): Promise<void> {
