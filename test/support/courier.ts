@@ -14,21 +14,24 @@
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { chmod, chown, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   checkUsers,
+  failedStart,
   freePort,
   HOST,
   identity,
-  imapClientOf,
   libraryPath,
-  maildirName,
+  maildirStore,
+  makeMaildirs,
+  proveLogins,
   readLogs,
   ServerProcess,
   SHELL_FUNCTIONS,
   shq,
+  startInTempDir,
+  stopOnce,
   unpackedServers,
   waitForGreeting,
   type Identity,
@@ -57,6 +60,7 @@ export interface Courier extends ImapTestServer {
 const START_TIMEOUT_MS = 15_000;
 const START_ATTEMPTS = 5;
 const GREETING = /^\* OK .*Courier-IMAP/;
+const LOGS = ['stderr.log'];
 
 /** As /etc/courier/imapd of Debian's courier-imap 5.0 sets them (TLS left out). */
 function imapEnvironment(options: CourierOptions): Record<string, string> {
@@ -136,21 +140,7 @@ async function prepare(root: string, dir: string, id: Identity, users: TestUser[
   await mkdir(join(dir, 'run', 'authdaemon'), { mode: 0o750 });
   await writeFile(join(dir, 'etc', 'authdaemonrc'), authdaemonrc());
   makeUserdb(root, dir, id, users);
-  await mkdir(join(dir, 'home'), { mode: 0o755 });
-  for (const u of users) {
-    const home = join(dir, 'home', u.name);
-    const paths = [home, join(home, 'Maildir'), ...['cur', 'new', 'tmp'].map((s) => join(home, 'Maildir', s))];
-    for (const p of paths) {
-      await mkdir(p, { mode: 0o700 });
-      if (id.chownFiles) await chown(p, id.mailUid, id.mailGid);
-    }
-  }
-}
-
-class StartError extends Error {
-  constructor(message: string, readonly portTaken: boolean) {
-    super(message);
-  }
+  await makeMaildirs(dir, id, users);
 }
 
 async function startOnce(root: string, dir: string, options: CourierOptions): Promise<{ proc: ServerProcess; imapPort: number }> {
@@ -159,74 +149,27 @@ async function startOnce(root: string, dir: string, options: CourierOptions): Pr
   await rm(join(dir, 'stderr.log'), { force: true });
   const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C', ...imapEnvironment(options) };
   const proc = ServerProcess.start('Courier', dir, join(dir, 'run.sh'), join(dir, 'stderr.log'), env);
-  if (await waitForGreeting(proc, imapPort, GREETING, START_TIMEOUT_MS)) return { proc, imapPort };
-  await proc.kill().catch(() => undefined);
-  const logs = readLogs(dir, ['stderr.log']);
-  const why = proc.spawnError !== undefined
-    ? `could not run unshare: ${proc.spawnError.message}`
-    : proc.exitInfo !== undefined
-      ? `Courier exited during startup (${proc.exitInfo})`
-      : `Courier did not greet on IMAP port ${imapPort} within ${START_TIMEOUT_MS / 1000} s`;
-  throw new StartError(`${why}\n${logs}`, /address already in use/i.test(logs));
+  if (await waitForGreeting(proc, [[imapPort, GREETING]], START_TIMEOUT_MS)) return { proc, imapPort };
+  return failedStart(proc, `IMAP port ${imapPort}`, START_TIMEOUT_MS, () => readLogs(dir, LOGS), /address already in use/i);
 }
 
 export async function startCourier(options: CourierOptions = {}): Promise<Courier> {
   const root = unpackedServers();
   const users = checkUsers(options.users, 'startCourier');
   const id = identity();
-  const dir = await mkdtemp(join(os.tmpdir(), 'pop3test-courier-'));
-  let started: { proc: ServerProcess; imapPort: number } | undefined;
-  try {
-    await prepare(root, dir, id, users);
-    for (let attempt = 1; started === undefined; attempt++) {
-      try {
-        started = await startOnce(root, dir, options);
-      } catch (err) {
-        if (!(err instanceof StartError && err.portTaken && attempt < START_ATTEMPTS)) throw err;
-      }
-    }
-    // Proves that authdaemond and the userdb work before any test relies on them.
-    for (const u of users) {
-      const imap = await imapClientOf({ host: HOST, imapPort: started.imapPort }, u).catch((err: Error) => {
-        throw new Error(`Courier refuses the login of ${u.name}: ${err.message}\n${readLogs(dir, ['stderr.log'])}`);
-      });
-      await imap.logout().catch(() => imap.close());
-    }
-  } catch (err) {
-    await started?.proc.kill().catch(() => undefined);
-    await rm(dir, { recursive: true, force: true });
-    throw err;
-  }
-  const { proc, imapPort } = started;
-
-  const maildir = (user: string): string => {
-    if (!users.some((u) => u.name === user)) throw new Error(`no test user ${JSON.stringify(user)} in this Courier`);
-    return join(dir, 'home', user, 'Maildir');
-  };
-
-  let stopping: Promise<void> | undefined;
+  const { dir, proc, imapPort } = await startInTempDir('courier', START_ATTEMPTS, {
+    prepare: (dir) => prepare(root, dir, id, users),
+    startOnce: (dir) => startOnce(root, dir, options),
+    // Proves that authdaemond and the userdb work.
+    check: (dir, s) => proveLogins({ host: HOST, imapPort: s.imapPort }, users, 'Courier', () => readLogs(dir, LOGS)),
+  });
   return {
     host: HOST,
     imapPort,
     dir,
     users,
-    maildir,
-    async deliver(user: string, message: Buffer | string): Promise<void> {
-      const box = maildir(user);
-      const data = typeof message === 'string' ? Buffer.from(message, 'utf8') : message;
-      const name = maildirName();
-      const tmp = join(box, 'tmp', name);
-      await writeFile(tmp, data, { mode: 0o600 });
-      if (id.chownFiles) await chown(tmp, id.mailUid, id.mailGid);
-      await rename(tmp, join(box, 'new', name));
-    },
-    stop(): Promise<void> {
-      stopping ??= (async () => {
-        await proc.kill();
-        await rm(dir, { recursive: true, force: true });
-      })();
-      return stopping;
-    },
+    ...maildirStore(dir, users, id, 'Courier'),
+    stop: stopOnce(proc, dir),
   };
 }
 

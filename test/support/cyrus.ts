@@ -10,22 +10,25 @@
  * - Runs as root only (mount namespace; master changes user): the Cyrus processes run as
  *   "nobody" (cyrus_user).
  */
-import { chmod, chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import os from 'node:os';
 import { join } from 'node:path';
 import {
   checkUsers,
+  failedStart,
   freePort,
   HOST,
   identity,
   imapClientOf,
   libraryPath,
+  proveLogins,
   readLogs,
   ServerProcess,
   SHELL_FUNCTIONS,
   shq,
+  startInTempDir,
+  stopOnce,
   unpackedServers,
   waitForGreeting,
   type Identity,
@@ -54,6 +57,7 @@ export interface Cyrus extends ImapTestServer {
 const START_TIMEOUT_MS = 15_000;
 const START_ATTEMPTS = 5;
 const GREETING = /^\* OK .*Cyrus IMAP/;
+const LOGS = ['stderr.log', 'syslog.log'];
 
 /** Writes a Berkeley DB hash, as libsasl2's sasldb plugin reads it: user\0realm\0userPassword. */
 const SASLDB_WRITER = `
@@ -170,12 +174,6 @@ async function prepare(root: string, dir: string, id: Identity, users: TestUser[
   await chmod(sasldb, 0o644);
 }
 
-class StartError extends Error {
-  constructor(message: string, readonly portTaken: boolean) {
-    super(message);
-  }
-}
-
 async function startOnce(root: string, dir: string): Promise<{ proc: ServerProcess; imapPort: number }> {
   const imapPort = await freePort();
   await writeFile(join(dir, 'cyrus.conf'), cyrusConf(root, dir, imapPort));
@@ -183,49 +181,20 @@ async function startOnce(root: string, dir: string): Promise<{ proc: ServerProce
   await rm(join(dir, 'stderr.log'), { force: true });
   const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C' };
   const proc = ServerProcess.start('Cyrus', dir, join(dir, 'run.sh'), join(dir, 'stderr.log'), env);
-  if (await waitForGreeting(proc, imapPort, GREETING, START_TIMEOUT_MS)) return { proc, imapPort };
-  await proc.kill().catch(() => undefined);
-  const logs = readLogs(dir, ['stderr.log', 'syslog.log']);
-  const why = proc.spawnError !== undefined
-    ? `could not run unshare: ${proc.spawnError.message}`
-    : proc.exitInfo !== undefined
-      ? `Cyrus exited during startup (${proc.exitInfo})`
-      : `Cyrus did not greet on IMAP port ${imapPort} within ${START_TIMEOUT_MS / 1000} s`;
-  throw new StartError(`${why}\n${logs}`, /address already in use|unable to bind/i.test(logs));
+  if (await waitForGreeting(proc, [[imapPort, GREETING]], START_TIMEOUT_MS)) return { proc, imapPort };
+  return failedStart(proc, `IMAP port ${imapPort}`, START_TIMEOUT_MS, () => readLogs(dir, LOGS), /address already in use|unable to bind/i);
 }
 
 export async function startCyrus(options: CyrusOptions = {}): Promise<Cyrus> {
   const root = unpackedServers();
   const users = checkUsers(options.users, 'startCyrus');
   const id = identity();
-  const dir = await mkdtemp(join(os.tmpdir(), 'pop3test-cyrus-'));
-  let started: { proc: ServerProcess; imapPort: number } | undefined;
-  try {
-    await prepare(root, dir, id, users, options);
-    for (let attempt = 1; started === undefined; attempt++) {
-      try {
-        started = await startOnce(root, dir);
-      } catch (err) {
-        if (!(err instanceof StartError && err.portTaken && attempt < START_ATTEMPTS)) throw err;
-      }
-    }
-    // Each user's first login makes their INBOX; it also proves that logins work.
-    for (const u of users) {
-      const imap = await imapClientOf({ host: HOST, imapPort: started.imapPort }, u).catch((err: Error) => {
-        throw new Error(`Cyrus refuses the login of ${u.name}: ${err.message}\n${readLogs(dir, ['stderr.log', 'syslog.log'])}`);
-      });
-      try {
-        await imap.mailboxOpen('INBOX');
-      } finally {
-        await imap.logout().catch(() => imap.close());
-      }
-    }
-  } catch (err) {
-    await started?.proc.kill().catch(() => undefined);
-    await rm(dir, { recursive: true, force: true });
-    throw err;
-  }
-  const { proc, imapPort } = started;
+  const { dir, proc, imapPort } = await startInTempDir('cyrus', START_ATTEMPTS, {
+    prepare: (dir) => prepare(root, dir, id, users, options),
+    startOnce: (dir) => startOnce(root, dir),
+    // Each user's first login makes their INBOX.
+    check: (dir, s) => proveLogins({ host: HOST, imapPort: s.imapPort }, users, 'Cyrus', () => readLogs(dir, LOGS)),
+  });
 
   const userOf = (name: string): TestUser => {
     const u = users.find((x) => x.name === name);
@@ -233,7 +202,6 @@ export async function startCyrus(options: CyrusOptions = {}): Promise<Cyrus> {
     return u;
   };
 
-  let stopping: Promise<void> | undefined;
   return {
     host: HOST,
     imapPort,
@@ -250,20 +218,14 @@ export async function startCyrus(options: CyrusOptions = {}): Promise<Cyrus> {
         await imap.logout().catch(() => imap.close());
       }
     },
-    stop(): Promise<void> {
-      stopping ??= (async () => {
-        await proc.kill();
-        await rm(dir, { recursive: true, force: true });
-      })();
-      return stopping;
-    },
+    stop: stopOnce(proc, dir),
   };
 }
 
 /** What Cyrus logged so far (its syslog and stderr), for diagnosing a failing test. */
 export function cyrusLog(c: Cyrus): string {
   const parts: string[] = [];
-  for (const name of ['stderr.log', 'syslog.log']) {
+  for (const name of LOGS) {
     try {
       parts.push(readFileSync(join(c.dir, name), 'latin1'));
     } catch {

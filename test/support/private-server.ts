@@ -1,8 +1,9 @@
 /**
- * What test/support/cyrus.ts and test/support/courier.ts share: the unpacked server programs
- * (scripts/unpack-imap-servers.sh), a private mount and PID namespace for each running server,
- * stopping every process it started, free loopback ports, and IMAP helpers that work on any of
- * the test servers (Dovecot too).
+ * What the private test servers (test/support/dovecot.ts, cyrus.ts, courier.ts) share: free
+ * loopback ports, starting a server in a process group of its own (retried when its port was
+ * taken) and stopping every process it started, waiting for its greeting, Maildir stores, and
+ * IMAP helpers that work on any of them; for Cyrus and Courier also the unpacked server programs
+ * (scripts/unpack-imap-servers.sh) and a private mount and PID namespace for each running server.
  *
  * Each server runs as `setpriv --pdeathsig KILL -- unshare --mount --pid --fork --kill-child --
  * sh run.sh`, in a process group of its own: its mounts are seen by no other process, and when
@@ -11,7 +12,9 @@
  */
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmod, chown, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import os from 'node:os';
 import { join } from 'node:path';
 import { ImapFlow } from 'imapflow';
 import { ensureSystemDeps, repoRoot } from './system.js';
@@ -49,13 +52,21 @@ export function shq(value: string): string {
   return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 
-export function checkUsers(input: readonly TestUser[] | undefined, server: string): TestUser[] {
+/** Which test user names and passwords a server takes. */
+export interface UserRules {
+  name: RegExp;
+  password: RegExp;
+}
+
+// No dots: Cyrus would read them as a hierarchy separator.
+const STRICT_USERS: UserRules = { name: /^[A-Za-z0-9_-]+$/, password: /^[^\0\r\n:|]+$/ };
+
+export function checkUsers(input: readonly TestUser[] | undefined, server: string, rules: UserRules = STRICT_USERS): TestUser[] {
   const users = (input ?? DEFAULT_USERS).map((u) => ({ name: u.name, password: u.password }));
   if (users.length === 0) throw new Error(`${server} needs at least one test user`);
   for (const u of users) {
-    // No dots: Cyrus would read them as a hierarchy separator.
-    if (!/^[A-Za-z0-9_-]+$/.test(u.name)) throw new Error(`unsupported test user name ${JSON.stringify(u.name)}`);
-    if (/[\0\r\n:|]/.test(u.password) || u.password.length === 0) throw new Error(`unsupported password for ${u.name}`);
+    if (!rules.name.test(u.name)) throw new Error(`unsupported test user name ${JSON.stringify(u.name)}`);
+    if (!rules.password.test(u.password)) throw new Error(`unsupported password for ${u.name}`);
   }
   if (new Set(users.map((u) => u.name)).size !== users.length) throw new Error('duplicate test user names');
   return users;
@@ -95,18 +106,22 @@ export function libraryPath(root: string): string {
   return dirs.join(':');
 }
 
-/** Who the mail belongs to, as the server's processes see it. */
-export interface Identity {
+/** Who owns the mail files the tests write. */
+export interface MailOwner {
   /** Numeric owner of the mail files and the mail processes. */
   mailUid: number;
   mailGid: number;
-  mailUser: string;
-  mailGroup: string;
   /** Whether the files the tests write must be handed to mailUid/mailGid. */
   chownFiles: boolean;
 }
 
-function idOf(args: string[]): string {
+/** Who the mail belongs to, as the server's processes see it. */
+export interface Identity extends MailOwner {
+  mailUser: string;
+  mailGroup: string;
+}
+
+export function idOf(args: string[]): string {
   return execFileSync('id', args, { encoding: 'utf8' }).trim();
 }
 
@@ -146,7 +161,7 @@ export function freePort(): Promise<number> {
   });
 }
 
-function which(name: string, candidates: string[]): string | undefined {
+export function which(name: string, candidates: string[]): string | undefined {
   for (const c of candidates) if (existsSync(c)) return c;
   for (const d of (process.env.PATH ?? '').split(':')) {
     if (d && existsSync(join(d, name))) return join(d, name);
@@ -234,14 +249,17 @@ function groupAlive(pgid: number): boolean {
   }
 }
 
-/** A server's process tree: unshare and everything in its namespaces. */
+/**
+ * A server's process tree, in a process group of its own: unshare and everything in its
+ * namespaces (start()), or a server that keeps its children in its group (spawn()).
+ */
 export class ServerProcess {
   exitInfo: string | undefined;
   spawnError: Error | undefined;
   private readonly exited: Promise<void>;
   private readonly entry: { pid: number; dir: string };
 
-  private constructor(readonly child: ChildProcess, readonly name: string, dir: string) {
+  private constructor(readonly child: ChildProcess, readonly name: string, readonly command: string, dir: string, private readonly namespaced: boolean) {
     this.entry = { pid: child.pid ?? -1, dir };
     if (child.pid !== undefined) liveServers.add(this.entry);
     this.exited = new Promise<void>((resolve) => {
@@ -261,22 +279,34 @@ export class ServerProcess {
    * stderr appended to `logFile`, in a process group of its own.
    */
   static start(name: string, dir: string, script: string, logFile: string, env: NodeJS.ProcessEnv): ServerProcess {
-    installExitHook();
     const unshare = which('unshare', ['/usr/bin/unshare']);
     if (unshare === undefined) throw new Error('unshare (util-linux) is not installed');
     const args = ['--mount', '--pid', '--fork', '--kill-child', '--propagation', 'private', '--', '/bin/sh', script];
-    // setpriv makes the kernel kill unshare, and so (--kill-child) the whole namespace, should
-    // this process die without running its exit hooks: SIGKILL, as unshare ignores SIGTERM.
+    // SIGKILL when this process dies (see spawn()) kills unshare, and so (--kill-child) the
+    // whole namespace: unshare ignores SIGTERM.
+    return ServerProcess.spawnIn(name, dir, [unshare, ...args], logFile, env, 'KILL', true);
+  }
+
+  /**
+   * Runs `command` in a process group of its own, with stdout and stderr appended to `logFile`;
+   * the kernel sends it `deathSignal` should this process die without running its exit hooks.
+   */
+  static spawn(name: string, dir: string, command: string[], logFile: string, env: NodeJS.ProcessEnv, deathSignal: 'TERM' | 'KILL'): ServerProcess {
+    return ServerProcess.spawnIn(name, dir, command, logFile, env, deathSignal, false);
+  }
+
+  private static spawnIn(name: string, dir: string, command: string[], logFile: string, env: NodeJS.ProcessEnv, deathSignal: 'TERM' | 'KILL', namespaced: boolean): ServerProcess {
+    installExitHook();
     const setpriv = which('setpriv', ['/usr/bin/setpriv']);
-    const [command, argv] = setpriv !== undefined ? [setpriv, ['--pdeathsig', 'KILL', '--', unshare, ...args]] : [unshare, args];
+    const argv = setpriv !== undefined ? [setpriv, '--pdeathsig', deathSignal, '--', ...command] : command;
     const out = openSync(logFile, 'a');
     let child: ChildProcess;
     try {
-      child = spawn(command, argv, { cwd: dir, detached: true, env, stdio: ['ignore', out, out] });
+      child = spawn(argv[0]!, argv.slice(1), { cwd: dir, detached: true, env, stdio: ['ignore', out, out] });
     } finally {
       closeSync(out);
     }
-    return new ServerProcess(child, name, dir);
+    return new ServerProcess(child, name, argv[0]!, dir, namespaced);
   }
 
   get running(): boolean {
@@ -286,7 +316,7 @@ export class ServerProcess {
   /** The host PID of the first process in the PID namespace (unshare's child), if there is one. */
   private namespaceInit(): number | undefined {
     const pid = this.child.pid;
-    if (pid === undefined) return undefined;
+    if (pid === undefined || !this.namespaced) return undefined;
     try {
       const first = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0];
       return first ? Number(first) : undefined;
@@ -335,6 +365,76 @@ export class ServerProcess {
   }
 }
 
+/** Stops `proc` (see kill()) and removes `dir`, once however often it is called. */
+export function stopOnce(proc: ServerProcess, dir: string, graceMs?: number): () => Promise<void> {
+  let stopping: Promise<void> | undefined;
+  return () => {
+    stopping ??= (async () => {
+      await proc.kill(graceMs);
+      await rm(dir, { recursive: true, force: true });
+    })();
+    return stopping;
+  };
+}
+
+/** A start that failed; `portTaken` when another process took a port meanwhile (worth a retry). */
+export class StartError extends Error {
+  constructor(message: string, readonly portTaken: boolean) {
+    super(message);
+  }
+}
+
+/** How startInTempDir() brings a server up in its temp directory. */
+export interface StartSteps<T extends { proc: ServerProcess }> {
+  /** Writes what the server needs before its first start. */
+  prepare(dir: string): Promise<void>;
+  /** Picks ports and starts the server once; throws a StartError when it does not greet. */
+  startOnce(dir: string): Promise<T>;
+  /** Checks the running server before any test relies on it. */
+  check?(dir: string, started: T): Promise<void>;
+}
+
+/**
+ * Makes a temp directory pop3test-<name>-…, prepares it, starts the server (again while a
+ * port was taken meanwhile, at most `attempts` times) and checks it; when any of that fails,
+ * stops what was started and removes the directory.
+ */
+export async function startInTempDir<T extends { proc: ServerProcess }>(name: string, attempts: number, steps: StartSteps<T>): Promise<T & { dir: string }> {
+  const dir = await mkdtemp(join(os.tmpdir(), `pop3test-${name}-`));
+  let started: T | undefined;
+  try {
+    await steps.prepare(dir);
+    for (let attempt = 1; started === undefined; attempt++) {
+      try {
+        started = await steps.startOnce(dir);
+      } catch (err) {
+        if (!(err instanceof StartError && err.portTaken && attempt < attempts)) throw err;
+      }
+    }
+    await steps.check?.(dir, started);
+  } catch (err) {
+    await started?.proc.kill().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return { ...started, dir };
+}
+
+/**
+ * Kills a server that did not greet in time and throws a StartError that says why, with the
+ * server's logs (`portTaken` tells from them whether a port was taken).
+ */
+export async function failedStart(proc: ServerProcess, listeners: string, timeoutMs: number, logs: () => string, portTaken: RegExp): Promise<never> {
+  await proc.kill().catch(() => undefined);
+  const text = logs();
+  const why = proc.spawnError !== undefined
+    ? `could not run ${proc.command}: ${proc.spawnError.message}`
+    : proc.exitInfo !== undefined
+      ? `${proc.name} exited during startup (${proc.exitInfo})`
+      : `${proc.name} did not greet on ${listeners} within ${timeoutMs / 1000} s`;
+  throw new StartError(`${why}\n${text}`, portTaken.test(text));
+}
+
 /** Connects and waits for a greeting line that matches `pattern`. */
 export function greets(port: number, pattern: RegExp, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -355,11 +455,16 @@ export function greets(port: number, pattern: RegExp, timeoutMs: number): Promis
   });
 }
 
-/** Waits until `proc` greets on `port`, or exits, or `timeoutMs` passes; true when it greeted. */
-export async function waitForGreeting(proc: ServerProcess, port: number, pattern: RegExp, timeoutMs: number): Promise<boolean> {
+/**
+ * Waits until `proc` greets on every port of `greetings` (each line matching its pattern), or
+ * exits, or `timeoutMs` passes; true when it greeted.
+ */
+export async function waitForGreeting(proc: ServerProcess, greetings: ReadonlyArray<readonly [port: number, pattern: RegExp]>, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline && proc.running) {
-    if (await greets(port, pattern, Math.min(2000, Math.max(100, deadline - Date.now())))) return true;
+    const wait = Math.min(2000, Math.max(100, deadline - Date.now()));
+    const greeted = await Promise.all(greetings.map(([port, pattern]) => greets(port, pattern, wait)));
+    if (greeted.every(Boolean)) return true;
     await sleep(50);
   }
   return false;
@@ -391,7 +496,7 @@ let lastSeconds = 0;
 let lastMicros = -1;
 let deliveries = 0;
 
-export function maildirName(): string {
+function maildirName(): string {
   const nowMicros = Date.now() * 1000;
   let seconds = Math.floor(nowMicros / 1_000_000);
   let micros = nowMicros % 1_000_000;
@@ -407,6 +512,42 @@ export function maildirName(): string {
   lastMicros = micros;
   deliveries += 1;
   return `${seconds}.M${String(micros).padStart(6, '0')}P${process.pid}Q${deliveries}.pop3test`;
+}
+
+/** Makes `<dir>/home/<user>/Maildir` with cur, new and tmp for every user, owned by the mail owner. */
+export async function makeMaildirs(dir: string, owner: MailOwner, users: readonly TestUser[]): Promise<void> {
+  await mkdir(join(dir, 'home'));
+  await chmod(join(dir, 'home'), 0o755);
+  for (const u of users) {
+    const home = join(dir, 'home', u.name);
+    const paths = [home, join(home, 'Maildir'), ...['cur', 'new', 'tmp'].map((s) => join(home, 'Maildir', s))];
+    for (const p of paths) {
+      await mkdir(p, { mode: 0o700 });
+      if (owner.chownFiles) await chown(p, owner.mailUid, owner.mailGid);
+    }
+  }
+}
+
+/**
+ * The store makeMaildirs() made: each user's Maildir (an error for anyone else), and deliver(),
+ * which drops one message into it exactly as given.
+ */
+export function maildirStore(dir: string, users: readonly TestUser[], owner: MailOwner, server: string): Pick<ImapTestServer, 'deliver'> & { maildir(user: string): string } {
+  const maildir = (user: string): string => {
+    if (!users.some((u) => u.name === user)) throw new Error(`no test user ${JSON.stringify(user)} in this ${server}`);
+    return join(dir, 'home', user, 'Maildir');
+  };
+  return { maildir, deliver: (user, message) => deliverToMaildir(maildir(user), owner, message) };
+}
+
+/** Drops one message into the Maildir's new/ exactly as given (written in tmp/, then moved). */
+export async function deliverToMaildir(maildir: string, owner: MailOwner, message: Buffer | string): Promise<void> {
+  const data = typeof message === 'string' ? Buffer.from(message, 'utf8') : message;
+  const name = maildirName();
+  const tmp = join(maildir, 'tmp', name);
+  await writeFile(tmp, data, { mode: 0o600 });
+  if (owner.chownFiles) await chown(tmp, owner.mailUid, owner.mailGid);
+  await rename(tmp, join(maildir, 'new', name));
 }
 
 /** A connected, logged-in IMAP client of any test server, every wait bounded. */
@@ -437,6 +578,23 @@ export async function withImapMailbox<T>(server: Pick<ImapTestServer, 'host' | '
     return await run(imap);
   } finally {
     await imap.logout().catch(() => imap.close());
+  }
+}
+
+/**
+ * Logs every user in (opening INBOX, which Cyrus makes at the first login): proves that logins
+ * work before any test relies on them.
+ */
+export async function proveLogins(server: Pick<ImapTestServer, 'host' | 'imapPort'>, users: readonly TestUser[], name: string, logs: () => string): Promise<void> {
+  for (const u of users) {
+    const imap = await imapClientOf(server, u).catch((err: Error) => {
+      throw new Error(`${name} refuses the login of ${u.name}: ${err.message}\n${logs()}`);
+    });
+    try {
+      await imap.mailboxOpen('INBOX');
+    } finally {
+      await imap.logout().catch(() => imap.close());
+    }
   }
 }
 
