@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { mailboxState, startDovecot, withMailbox, type Dovecot, type StoredMessage, type TestUser } from './support/dovecot.js';
+import { emptyMailbox, mailboxState, startDovecot, type Dovecot, type StoredMessage, type TestUser } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
 import { startRelay } from './support/tcp-relay.js';
 
@@ -129,9 +129,7 @@ const LARGE = 'large';
 /** Empties the user's INBOX and fills it with `count` small messages (and the 3 MB one). */
 async function resetMailbox(user: TestUser, count: number, large = false): Promise<void> {
   await within(
-    withMailbox(dovecot, user, async (imap) => {
-      if ((imap.mailbox as { exists: number }).exists > 0) await imap.messageDelete('1:*');
-    }),
+    emptyMailbox(dovecot, user),
     IMAP_TIMEOUT_MS,
     `emptying ${user.name}'s INBOX`,
   );

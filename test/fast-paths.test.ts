@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import { corpus, mimeMessage } from './support/corpus.js';
-import { startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
+import { emptyMailbox, startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
 import { settled, startProxy, type TestProxy } from './support/proxy.js';
 import { startRelay } from './support/tcp-relay.js';
@@ -27,9 +27,7 @@ after(async () => {
 });
 
 beforeEach(async () => {
-  await withImap(async (imap) => {
-    if ((imap.mailbox as { exists: number }).exists > 0) await imap.messageDelete('1:*');
-  });
+  await emptyMailbox(dovecot, alice);
 });
 
 const withImap = <T>(run: (imap: ImapFlow) => Promise<T>) => withMailbox(dovecot, alice, run);

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, beforeEach, test } from 'node:test';
 import { ImapFlow } from 'imapflow';
-import { mailboxState, startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
+import { emptyMailbox, mailboxState, startDovecot, type Dovecot } from './support/dovecot.js';
 import { startGmailRelay, type GmailRelay } from './support/gmail-relay.js';
 import { RawPop3 } from './support/pop3-client.js';
 import { settled, startProxy, type TestProxy } from './support/proxy.js';
@@ -56,13 +56,10 @@ async function within<T>(ms: number, what: string, promise: Promise<T>): Promise
   }
 }
 
-const withImap = <T>(run: (imap: ImapFlow) => Promise<T>) => within(20_000, 'IMAP check', withMailbox(dovecot, alice, run));
 
 /** Empties alice's INBOX and fills it with `count` small messages. */
 async function resetMailbox(count: number): Promise<void> {
-  await withImap(async (imap) => {
-    if ((imap.mailbox as { exists: number }).exists > 0) await imap.messageDelete('1:*');
-  });
+  await emptyMailbox(dovecot, alice);
   for (let i = 1; i <= count; i++) await dovecot.deliver('alice', `Subject: message ${i}\nMessage-ID: <m${i}@gmail>\n\nbody ${i}\n`);
 }
 

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
-import { mailboxState, startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
+import { emptyMailbox, mailboxState, startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
 import { settled, startProxy, type TestProxy, type TestProxyOptions } from './support/proxy.js';
 import { startRelay, type TcpRelay } from './support/tcp-relay.js';
@@ -60,9 +60,7 @@ async function behindRelay(flagOnDele: boolean, run: (c: RawPop3, relay: TcpRela
 
 /** Empties alice's INBOX and fills it with `count` small messages. */
 async function resetMailbox(count: number): Promise<void> {
-  await withImap(async (imap) => {
-    if (imap.mailbox && (imap.mailbox as { exists: number }).exists > 0) await imap.messageDelete('1:*');
-  });
+  await emptyMailbox(dovecot, alice);
   for (let i = 1; i <= count; i++) await dovecot.deliver('alice', `Subject: message ${i}\nMessage-ID: <m${i}@safety>\n\nbody ${i}\n`);
 }
 

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import type { MailboxPolicy } from '../src/config/options.js';
-import { startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
+import { emptyMailbox, startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
 import { settled, startProxy, type TestProxy } from './support/proxy.js';
 
@@ -22,9 +22,7 @@ after(async () => {
 });
 
 beforeEach(async () => {
-  await withImap(async (imap) => {
-    if ((imap.mailbox as { exists: number }).exists > 0) await imap.messageDelete('1:*');
-  });
+  await emptyMailbox(dovecot, alice);
   for (let n = 1; n <= 5; n++) await dovecot.deliver('alice', `Subject: m${n}\nMessage-ID: <m${n}@policy>\n\nbody ${n}\n`);
 });
 

@@ -9,8 +9,7 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, beforeEach, test } from 'node:test';
-import type { ImapFlow } from 'imapflow';
-import { mailboxState, startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
+import { emptyMailbox, mailboxState, startDovecot, type Dovecot } from './support/dovecot.js';
 import { EXCHANGE_BYE, estimateSize, startExchangeRelay, type ExchangeRelay } from './support/exchange-relay.js';
 import { RawPop3 } from './support/pop3-client.js';
 import { settled, startProxy, type TestProxy, type TestProxyOptions } from './support/proxy.js';
@@ -27,13 +26,10 @@ after(async () => {
   await dovecot?.stop();
 }, { timeout: 60_000 });
 
-const withImap = <T>(run: (imap: ImapFlow) => Promise<T>) => withMailbox(dovecot, alice, run);
 
 /** Empties alice's INBOX and delivers these messages. */
 async function resetMailbox(messages: string[]): Promise<void> {
-  await withImap(async (imap) => {
-    if (imap.mailbox && (imap.mailbox as { exists: number }).exists > 0) await imap.messageDelete('1:*');
-  });
+  await emptyMailbox(dovecot, alice);
   for (const m of messages) await dovecot.deliver('alice', m);
 }
 

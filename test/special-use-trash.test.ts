@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
-import { mailboxState, startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
+import { emptyMailbox, mailboxState, startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
 import { settled, startProxy, type TestProxy } from './support/proxy.js';
 
@@ -78,9 +78,7 @@ test('the server advertises Papierkorb as \\Trash (the test setup)', TEST, async
 
 for (const flagOnDele of [false, true]) {
   test(`move:\\Trash moves the deleted messages to the folder flagged \\Trash (Papierkorb), not to the one named Trash${flagOnDele ? ' (--flag-on-dele)' : ''}`, TEST, async () => {
-    await withMailbox(withTrash, alice, async (imap) => {
-      if ((imap.mailbox as { exists: number }).exists > 0) await imap.messageDelete('1:*');
-    });
+    await emptyMailbox(withTrash, alice);
     await fill(withTrash);
     const commands = await withProxy(withTrash, flagOnDele, async (proxy) => {
       const c = await RawPop3.login(proxy.port, alice.name, alice.password);

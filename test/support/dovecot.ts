@@ -31,7 +31,7 @@ import {
 } from './private-server.js';
 import { ensureSystemDeps } from './system.js';
 
-export { DEFAULT_USERS, imapClientOf as imapClient, withImapMailbox as withMailbox, type TestUser } from './private-server.js';
+export { DEFAULT_USERS, emptyMailbox, imapClientOf as imapClient, withImapMailbox as withMailbox, type TestUser } from './private-server.js';
 
 export interface DovecotOptions {
   /** Default: alice / alice-secret and bob / bob-secret. */
