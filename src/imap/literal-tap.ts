@@ -35,6 +35,11 @@ export class BodyStream extends Readable {
     private readonly limit?: number,
   ) {
     super(limit === undefined ? {} : { highWaterMark: limit });
+    // A body read ahead may fail before anyone reads it (the connection cut, the server
+    // throttling): that failure is the stream's state, which its reader gets when it reads
+    // (async iteration rejects), never an 'error' event nobody listens to, which would end
+    // the process and every session on it.
+    this.on('error', () => undefined);
   }
 
   override _read(): void {
