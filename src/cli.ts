@@ -9,6 +9,7 @@ import { address, healthcheckCommand, removeStatusFile, writeStatusFile } from '
 import { oauthLoginCommand } from './admin/oauth-login.js';
 import { ConfigError, parseCommandLine } from './config/options.js';
 import { createLogger } from './logging/logger.js';
+import { installLastResort } from './logging/unexpected-errors.js';
 import { createProxy } from './proxy.js';
 
 /** The administrator's commands, besides running the proxy. */
@@ -50,6 +51,9 @@ async function main(): Promise<void> {
     console.error(`pop3-imap-proxy: ${err.message}`);
     process.exit(2);
   }
+  // From here on no session's failure may end the process (see unexpected-errors.ts).
+  const metrics = server.metrics;
+  installLastResort(logger, { count: (kind) => metrics.unexpectedError(kind) });
   let listening;
   try {
     listening = await server.listen();

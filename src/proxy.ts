@@ -8,6 +8,7 @@ import type { Logger } from 'winston';
 import type { ProxyConfig } from './config/options.js';
 import { LocalUsers } from './auth/local-users.js';
 import { BackendPool } from './imap/backend-pool.js';
+import { reportFastPaths } from './imap/fast-paths.js';
 import { probeImap } from './imap/probe.js';
 import type { LockRegistry } from './lock/lock-registry.js';
 import { MemoryLockRegistry } from './lock/memory-lock-registry.js';
@@ -129,6 +130,7 @@ export class Pop3ImapProxy {
 
 export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: LockRegistry): Pop3ImapProxy {
   const metrics = new ProxyMetrics();
+  reportFastPaths(logger, (hook, on) => metrics.fastPath(hook, on));
   const redis = config.redis && new RedisLink({ url: config.redis.url, commandTimeoutMs: REDIS_TIMEOUT_MS }, logger, (up) => metrics.redisUp(up));
   const locks = givenLocks ?? (config.redis && redis ? new RedisLockRegistry(redis, { ttlMs: config.redis.lockTtlMs }, logger) : new MemoryLockRegistry());
   const checks = new LoginChecks({

@@ -151,7 +151,7 @@ before(async () => {
     return c?.greeting.startsWith('+OK') ?? false;
   }, 15_000);
   assert.ok(routes, `HAProxy does not route to the replicas: ${haproxyErr}`);
-});
+}, { timeout: 300_000 }); // 20,000 deliveries, then six proxies and HAProxy
 
 after(async () => {
   haproxy?.kill('SIGTERM');
@@ -164,7 +164,7 @@ after(async () => {
   await backend?.close();
   await dovecot?.stop();
   if (work) await rm(work, { recursive: true, force: true });
-});
+}, { timeout: 120_000 });
 
 // ---------------------------------------------------------------------------------------------
 // A small POP3 client: a chosen source address, an optional PROXY header, bounded reads.
@@ -293,7 +293,7 @@ async function afterLoginDelay(since: number): Promise<void> {
 
 // ---------------------------------------------------------------------------------------------
 
-test('a user alternating replicas gets the kept-listing speed on each: only the very first login lists the whole mailbox', async (t) => {
+test('a user alternating replicas gets the kept-listing speed on each: only the very first login lists the whole mailbox', { timeout: 300_000 }, async (t) => {
   const rounds: Array<Array<{ replica: string; ms: number; fullFetches: number }>> = [];
   let last = 0;
   for (let round = 0; round < 2; round++) {
@@ -326,7 +326,7 @@ test('a user alternating replicas gets the kept-listing speed on each: only the 
   t.diagnostic(`the listing in Redis: ${octets} octets, ${(octets / BIG_MAILBOX).toFixed(2)} a message`);
 });
 
-test('[IN-USE] across replicas: a session on one replica keeps the mailbox from the others until it QUITs', async () => {
+test('[IN-USE] across replicas: a session on one replica keeps the mailbox from the others until it QUITs', { timeout: 300_000 }, async () => {
   const first = await attempt(frontends.shared, 'alice', password('alice'));
   assert.match(first.reply, /^\+OK/);
   const loggedIn = performance.now();
@@ -345,7 +345,7 @@ test('[IN-USE] across replicas: a session on one replica keeps the mailbox from 
   await quit(again.conn);
 });
 
-test('LOGIN-DELAY holds across replicas: the next login is refused on the others too, until the delay is over', async (t) => {
+test('LOGIN-DELAY holds across replicas: the next login is refused on the others too, until the delay is over', { timeout: 300_000 }, async (t) => {
   const first = await attempt(frontends.shared, 'carol', password('carol'));
   assert.match(first.reply, /^\+OK/);
   const loggedIn = performance.now();
@@ -407,7 +407,7 @@ async function guess(port: number, options: ConnectOptions): Promise<Guesses> {
   return result;
 }
 
-test('a password guesser spread over three replicas is slowed as one: no more guesses in a minute than against one replica', async (t) => {
+test('a password guesser spread over three replicas is slowed as one: no more guesses in a minute than against one replica', { timeout: 300_000 }, async (t) => {
   // The three guessers run at the same time, from three addresses, so they do not slow each other.
   const [one, three, alone] = await Promise.all([
     // Straight to one replica, announcing its own address in a PROXY header, as HAProxy would.
@@ -438,7 +438,7 @@ test('a password guesser spread over three replicas is slowed as one: no more gu
   assert.ok(alone.allowed >= one.allowed + 4, `without Redis: ${alone.allowed} guesses, against ${one.allowed}`);
 });
 
-test('a replica killed in the middle of a session loses nothing: the store is unchanged, the lock expires with its TTL, the mailbox is served again', async (t) => {
+test('a replica killed in the middle of a session loses nothing: the store is unchanged, the lock expires with its TTL, the mailbox is served again', { timeout: 300_000 }, async (t) => {
   const bob = DEFAULT_USERS[1]!;
   const before = await mailboxState(dovecot, bob);
   assert.equal(before.length, 3);
@@ -479,7 +479,7 @@ test('a replica killed in the middle of a session loses nothing: the store is un
   replicas.splice(replicas.indexOf(victim), 1);
 });
 
-test('Redis going away: logged once, /readyz 503, redis_up 0, logins refused with [SYS/TEMP], the throttle goes on in each process, running sessions keep their locks; all recovers by itself', async (t) => {
+test('Redis going away: logged once, /readyz 503, redis_up 0, logins refused with [SYS/TEMP], the throttle goes on in each process, a running session goes on within --lock-ttl; all recovers by itself', { timeout: 300_000 }, async (t) => {
   const live = replicas.filter((r) => r.child.exitCode === null && r.child.signalCode === null);
   assert.ok(live.length >= 2);
   const [a, b] = live as [Replica, Replica];
@@ -500,7 +500,9 @@ test('Redis going away: logged once, /readyz 503, redis_up 0, logins refused wit
   assert.equal((await fetch(`http://127.0.0.1:${a.metricsPort}/healthz`)).status, 200, 'alive: no restart needed');
   assert.equal(await metric(a, 'pop3proxy_redis_up'), 0);
 
+  // Within --lock-ttl of its last renewal (past it the session ends: test/lost-locks.test.ts).
   assert.match(await held.conn.command('STAT'), /^\+OK 1 /, 'a running session goes on');
+  await quit(held.conn);
   // A login: the lock cannot be taken.
   const refused = await attempt(a.port, 'carol', password('carol'), { announce: '192.0.2.60' });
   assert.match(refused.reply, /^-ERR \[SYS\/TEMP\] /);
@@ -521,12 +523,6 @@ test('Redis going away: logged once, /readyz 503, redis_up 0, logins refused wit
   const back = (r: Replica) => r.log().includes('is reachable again');
   assert.ok(await until(() => live.every(back), 15_000), 'each replica logs that Redis is back');
   const recovered = performance.now() - stoppedAt;
-  // Redis came back empty: the running session's lock is taken again at its next renewal.
-  assert.ok(await until(() => a.log().includes('taken again'), (LOCK_TTL_S / 3 + 3) * 1000), 'the lock is taken again');
-  const inUse = await attempt(b.port, 'alice', password('alice'), { announce: '192.0.2.63' });
-  assert.match(inUse.reply, /^-ERR \[IN-USE\] /);
-  inUse.conn.destroy();
-  await quit(held.conn);
   assert.equal((await readyz(a)).status, 200);
   for (const r of live) assert.equal(await metric(r, 'pop3proxy_redis_up'), 1);
   // HAProxy takes the replicas back once /readyz says so, and logins go through again.

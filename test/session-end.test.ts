@@ -20,11 +20,11 @@ before(async () => {
   dovecot = await startDovecot();
   await dovecot.deliver('alice', 'Subject: one\n\nbody\n');
   certs = await testCerts();
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await dovecot?.stop();
-});
+}, { timeout: 60_000 });
 
 /** Opens a TCP connection and says nothing: a TLS handshake or a PROXY header never comes. */
 function silentSocket(port: number): Promise<net.Socket> {
@@ -47,7 +47,7 @@ function closedWithin(socket: net.Socket, ms: number): Promise<void> {
   });
 }
 
-test('shutdown drops connections still in the TLS handshake or waiting for their PROXY header at once', async () => {
+test('shutdown drops connections still in the TLS handshake or waiting for their PROXY header at once', { timeout: 120_000 }, async () => {
   const tls = { certFile: certs.server.chainFile, keyFile: certs.server.keyFile, implicit: true };
   // The authentication deadline (60 s here) is what used to hold close() up.
   const plain = await startProxy({ imapPort: dovecot.imapPort, logLevel: 'info', tls });
@@ -72,6 +72,7 @@ class FailingReleaseLocks implements LockRegistry {
     const lease = await this.inner.acquire(key);
     if (!lease) return undefined;
     return {
+      lost: lease.lost,
       release: async () => {
         await lease.release();
         throw new Error('lock service unreachable');
@@ -80,7 +81,7 @@ class FailingReleaseLocks implements LockRegistry {
   }
 }
 
-test('a lock release that fails still ends the session: logged, no longer counted, QUIT answered', async () => {
+test('a lock release that fails still ends the session: logged, no longer counted, QUIT answered', { timeout: 120_000 }, async () => {
   const proxy = await startProxy({ imapPort: dovecot.imapPort, logLevel: 'info', metrics: true, locks: new FailingReleaseLocks() });
   const active = async () => {
     const text = await (await fetch(`http://127.0.0.1:${proxy.server.metricsAddress!.port}/metrics`)).text();

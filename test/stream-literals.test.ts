@@ -20,15 +20,15 @@ const alice = { name: 'alice', password: 'alice-secret' };
 
 before(async () => {
   dovecot = await startDovecot();
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await dovecot?.stop();
-});
+}, { timeout: 60_000 });
 
 beforeEach(async () => {
   await emptyMailbox(dovecot, alice);
-});
+}, { timeout: 60_000 });
 
 const withImap = <T>(run: (imap: ImapFlow) => Promise<T>) => withMailbox(dovecot, alice, run);
 
@@ -46,7 +46,7 @@ async function drain(stream: AsyncIterable<unknown>): Promise<Buffer> {
   return Buffer.concat(got);
 }
 
-test('read ahead through the tap: every body exact, with EXISTS, EXPUNGE and FETCH FLAGS of other clients in between', async () => {
+test('read ahead through the tap: every body exact, with EXISTS, EXPUNGE and FETCH FLAGS of other clients in between', { timeout: 120_000 }, async () => {
   const messages = [...corpus().map((m) => m.data), ...Array.from({ length: 40 }, (_, i) => mimeMessage(i, 1_000 + i * 6_000))];
   for (const m of messages) await dovecot.deliver('alice', m);
   const before = await stored();
@@ -56,7 +56,7 @@ test('read ahead through the tap: every body exact, with EXISTS, EXPUNGE and FET
     // imapflow finishes its work on the SELECT answer just after it resolves; the tap goes in
     // at the first FETCH that finds the connection idle (as a POP3 client's first RETR does).
     await new Promise((resolve) => setImmediate(resolve));
-    const readAhead = new ReadAhead(imap, before, () => false);
+    const readAhead = new ReadAhead(imap, before, () => false, true);
     let untaggedSeen = 0;
     imap.on('exists', () => untaggedSeen++);
     imap.on('expunge', () => untaggedSeen++);
@@ -94,13 +94,13 @@ test('read ahead through the tap: every body exact, with EXISTS, EXPUNGE and FET
   }
 });
 
-test('a message expunged by another client before the FETCH: no body, the rest exact', async () => {
+test('a message expunged by another client before the FETCH: no body, the rest exact', { timeout: 120_000 }, async () => {
   for (let i = 0; i < 6; i++) await dovecot.deliver('alice', mimeMessage(i, 5_000));
   const before = await stored();
   const imap = await imapClient(dovecot, alice);
   try {
     await imap.mailboxOpen('INBOX');
-    const readAhead = new ReadAhead(imap, before, () => false);
+    const readAhead = new ReadAhead(imap, before, () => false, true);
     await withImap(async (other) => {
       await other.messageDelete({ uid: String(before[2]!.uid) });
     });
@@ -126,7 +126,7 @@ test('a message expunged by another client before the FETCH: no body, the rest e
   }
 });
 
-test('the backend cut in the middle of a streamed body: the client never gets the terminating line', async () => {
+test('the backend cut in the middle of a streamed body: the client never gets the terminating line', { timeout: 120_000 }, async () => {
   const message = mimeMessage(1, 200_000);
   await dovecot.deliver('alice', message);
   const relay = await startRelay(dovecot.imapPort, { throttle: { bytesPerTick: 16_384, tickMs: 2 } });
@@ -150,7 +150,7 @@ test('the backend cut in the middle of a streamed body: the client never gets th
   }
 });
 
-test('a large message in one streamed FETCH: byte for byte what Dovecot POP3 sends, and a cut in the middle never ends it', async () => {
+test('a large message in one streamed FETCH: byte for byte what Dovecot POP3 sends, and a cut in the middle never ends it', { timeout: 120_000 }, async () => {
   const message = mimeMessage(2, 3_000_000);
   await dovecot.deliver('alice', mimeMessage(3, 10_000));
   await dovecot.deliver('alice', message);
@@ -183,7 +183,7 @@ test('a large message in one streamed FETCH: byte for byte what Dovecot POP3 sen
   }
 });
 
-test('windows of a large message through the tap: exact at sizes around the window boundaries', async () => {
+test('windows of a large message through the tap: exact at sizes around the window boundaries', { timeout: 120_000 }, async () => {
   const window = 65_536;
   const sizes = [window - 1, window, window + 1, 2 * window, 3 * window + 17];
   for (const size of sizes) {
@@ -196,7 +196,7 @@ test('windows of a large message through the tap: exact at sizes around the wind
   try {
     await imap.mailboxOpen('INBOX');
     await new Promise((resolve) => setImmediate(resolve));
-    const readAhead = new ReadAhead(imap, before, () => false);
+    const readAhead = new ReadAhead(imap, before, () => false, true);
     for (let i = 0; i < before.length; i++) {
       const body = await readAhead.whole(i, window);
       assert.ok(body !== undefined);

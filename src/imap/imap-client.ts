@@ -31,9 +31,12 @@ export interface ImapSettings {
 export interface ClientAddress {
   readonly address: string;
   readonly port: number;
+  readonly sessionId?: string;
 }
 
 export interface ConnectHooks {
+  /** Cut imapflow's login to what is needed (see leanSession); off where imapflow does not fit it. */
+  readonly loginDiet?: boolean;
   /**
    * The server throttled this connection and suggested staying away this long (Exchange
    * Online's "Suggested Backoff Time"), at login or at any later command.
@@ -54,13 +57,15 @@ export async function connectImap(
     throttledMs = ms;
     hooks.onThrottle?.(ms);
   };
-  const imap = new ImapFlow(clientOptions(settings, login, client, logger, onThrottle));
+  const owner: Owner = { cid: client.sessionId };
+  const imap = new ImapFlow(clientOptions(settings, login, client, logger, onThrottle, owner));
+  owners.set(imap, owner);
   // Without a listener, a socket error after login would crash the process.
-  imap.on('error', (err: Error) => logger.debug(`IMAP connection error: ${err.message}`));
-  leanSession(imap, settings.mailbox);
+  imap.on('error', (err: Error) => logger.debug(`IMAP connection error: ${err.message}`, ownerMeta(owner)));
+  if (hooks.loginDiet === true) leanSession(imap, settings.mailbox);
   try {
     await withTimeout(imap.connect(), settings.connectTimeoutMs + settings.timeoutMs, 'IMAP login');
-    knowMailbox(imap, settings.mailbox);
+    if (hooks.loginDiet === true) knowMailbox(imap, settings.mailbox);
     return imap;
   } catch (err) {
     imap.close();
@@ -70,6 +75,25 @@ export async function connectImap(
     throw classifyLoginError(err, throttledMs);
   }
 }
+
+/**
+ * The session a connection now works for. Its socket's events run in the context of the session
+ * that opened it (session-context.ts); a connection kept for reuse serves later sessions too,
+ * so its lines name their owner explicitly.
+ */
+interface Owner {
+  cid: string | undefined;
+}
+
+const owners = new WeakMap<ImapFlow, Owner>();
+
+/** A kept connection now works for this session (its lines carry the session's id). */
+export function adoptConnection(imap: ImapFlow, sessionId: string | undefined): void {
+  const owner = owners.get(imap);
+  if (owner !== undefined) owner.cid = sessionId;
+}
+
+const ownerMeta = (owner: Owner): Record<string, unknown> => (owner.cid === undefined ? {} : { cid: owner.cid });
 
 /** The parts of imapflow's connection this module adjusts (not in its typings). */
 interface ImapFlowInternals {
@@ -81,6 +105,20 @@ interface ImapFlowInternals {
   namespace: { prefix: string; delimiter: string } | undefined;
   namespaces: unknown;
   usable: boolean;
+}
+
+/** Whether the installed imapflow has the internals the login diet replaces and reads (see fast-paths.ts). */
+export function loginDietFits(client: object): boolean {
+  const internals = client as Partial<ImapFlowInternals>;
+  return (
+    typeof internals.run === 'function' &&
+    typeof internals.authenticate === 'function' &&
+    internals.capabilities instanceof Map &&
+    internals.folders instanceof Map &&
+    typeof internals.options === 'object' &&
+    internals.options !== null &&
+    typeof internals.usable === 'boolean'
+  );
 }
 
 /** Set on a connection whose NAMESPACE was not asked at login: see ensureNamespace(). */
@@ -175,6 +213,7 @@ function clientOptions(
   client: ClientAddress,
   logger: Logger,
   onThrottle: (backoffMs: number) => void,
+  owner: Owner,
 ): ImapFlowOptions {
   return {
     host: settings.host,
@@ -195,8 +234,10 @@ function clientOptions(
       name: 'pop3-imap-proxy',
       'x-originating-ip': client.address,
       'x-originating-port': String(client.port),
+      // Dovecot takes it as its own session id (from login_trusted_networks): one id in both logs.
+      ...(client.sessionId === undefined ? {} : { 'x-session-id': client.sessionId }),
     },
-    logger: imapLogger(logger, onThrottle),
+    logger: imapLogger(logger, onThrottle, owner),
     disableAutoIdle: true,
     // A round trip each, for nothing a POP3 session uses: COMPRESS would also cost CPU on every
     // byte, and ENABLE (CONDSTORE, UTF8=ACCEPT, IMAP4rev2) is not needed for HIGHESTMODSEQ,
@@ -218,16 +259,16 @@ function clientOptions(
  * connection meanwhile, as Exchange does, the command fails as a lost connection and the hint
  * is gone. Its warning entry is the one place that always carries the hint, so it is watched.
  */
-function imapLogger(logger: Logger, onThrottle: (backoffMs: number) => void): NonNullable<ImapFlowOptions['logger']> {
+function imapLogger(logger: Logger, onThrottle: (backoffMs: number) => void, owner: Owner): NonNullable<ImapFlowOptions['logger']> {
   const forward = (entry: unknown) => {
     if (!logger.isDebugEnabled()) return;
     const { msg, ...rest } = (entry ?? {}) as { msg?: string } & Record<string, unknown>;
-    logger.debug(`imap: ${msg ?? ''}`, { imap: scrub(rest) });
+    logger.debug(`imap: ${msg ?? ''}`, { ...ownerMeta(owner), imap: scrub(rest) });
   };
   const warn = (entry: unknown) => {
     const e = (entry ?? {}) as { msg?: unknown; throttleDelay?: unknown };
     if (e.msg === 'Throttling detected' && typeof e.throttleDelay === 'number' && e.throttleDelay > 0) {
-      logger.warn(`IMAP server throttled the connection; it suggests backing off ${e.throttleDelay} ms`);
+      logger.warn(`IMAP server throttled the connection; it suggests backing off ${e.throttleDelay} ms`, ownerMeta(owner));
       onThrottle(e.throttleDelay);
     }
     forward(entry);

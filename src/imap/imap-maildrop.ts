@@ -15,7 +15,8 @@ import { MaildropError } from '../maildrop/errors.js';
 import type { ClientInfo, Credentials, Maildrop, MaildropProvider, MessageEntry } from '../maildrop/maildrop.js';
 import { BackoffError, BackoffRegistry } from './backoff.js';
 import type { BackendPool, LoginStamp } from './backend-pool.js';
-import { connectImap, ensureNamespace, serverFailureOf, withTimeout, type ImapSettings } from './imap-client.js';
+import { adoptConnection, connectImap, ensureNamespace, serverFailureOf, withTimeout, type ImapSettings } from './imap-client.js';
+import { connectionBusy, fastPaths, type FastPaths } from './fast-paths.js';
 import { ReadAhead } from './read-ahead.js';
 import type { SharedListings } from '../shared/listing-store.js';
 import { learnSize, sameFlags, sameMessages, SnapshotCache, type CachedMailbox, type MailboxState } from './snapshot-cache.js';
@@ -54,6 +55,8 @@ export interface ImapBackendOptions extends ImapSettings {
   readonly pool?: BackendPool;
   /** The kept listings shared by the replicas (--redis); without it each process keeps its own. */
   readonly listings?: SharedListings;
+  /** Which hooks into imapflow's internals are on; by default what fits the installed imapflow. */
+  readonly fastPaths?: FastPaths;
 }
 
 /**
@@ -99,11 +102,12 @@ export class ImapMaildropProvider implements MaildropProvider {
     const tag = pool?.tag(credentials);
     const kept = tag === undefined ? undefined : pool!.take(key, tag);
     if (kept !== undefined) {
+      adoptConnection(kept.client, from.sessionId);
       this.logger.debug('Reusing a kept backend connection of this login');
       return new ImapMaildrop(kept.client, credentials, from, { ...this.options, flagOnDele: this.flagOnDele(kept.client) }, this.cache, this.logger, kept.stamp, true);
     }
     const started = performance.now();
-    const hooks = { onThrottle: (ms: number) => this.backoff.backOff(key, ms) };
+    const hooks = { onThrottle: (ms: number) => this.backoff.backOff(key, ms), loginDiet: (this.options.fastPaths ?? fastPaths())['login-diet'] };
     const client = await connectImap(this.options, credentials, from, this.logger, hooks).finally(() =>
       this.options.onStep?.('login', (performance.now() - started) / 1000),
     );
@@ -208,7 +212,7 @@ export class ImapMaildrop implements Maildrop {
       this.reused = false;
       this.interrupted = false;
       const started = performance.now();
-      this.client = await connectImap(this.options, this.credentials, this.from, this.logger);
+      this.client = await connectImap(this.options, this.credentials, this.from, this.logger, { loginDiet: this.paths['login-diet'] });
       if (this.stamp !== undefined) this.stamp = { tag: this.stamp.tag, at: started };
       return this.openMailbox();
     }
@@ -244,7 +248,7 @@ export class ImapMaildrop implements Maildrop {
     }
     this.flaggedBeforeKnown = listing.deleted !== undefined;
     this.snapshot = entries;
-    this.readAhead = new ReadAhead(this.client, entries, (index) => this.deletedIndexes.has(index));
+    this.readAhead = new ReadAhead(this.client, entries, (index) => this.deletedIndexes.has(index), this.paths['literal-tap']);
     return entries;
   }
 
@@ -461,7 +465,7 @@ export class ImapMaildrop implements Maildrop {
     const pool = this.options.pool;
     if (pool?.enabled && this.stamp !== undefined && !this.interrupted && this.flaggedByUs.size === 0 && client.usable) {
       await this.readAhead?.settled();
-      const busy = (client as unknown as { connectionBusy?: () => boolean }).connectionBusy?.() === true;
+      const busy = connectionBusy(client, this.paths);
       if (!this.interrupted && !busy && pool.release(this.mailboxKey, this.stamp, client)) return;
     }
     await this.logout(client);
@@ -565,7 +569,7 @@ export class ImapMaildrop implements Maildrop {
         this.logger.warn(`Restoring flags on the session connection failed, retrying on a new one: ${(err as Error).message}`);
       }
     }
-    const fresh = await connectImap(this.options, this.credentials, this.from, this.logger);
+    const fresh = await connectImap(this.options, this.credentials, this.from, this.logger, { loginDiet: this.paths['login-diet'] });
     try {
       await withTimeout(fresh.mailboxOpen(this.options.mailbox, { readOnly: false }), this.options.timeoutMs, 'opening the mailbox');
       await this.removeFlags(fresh, uids);
@@ -626,6 +630,10 @@ export class ImapMaildrop implements Maildrop {
 
   private commandFailed(what: string, client: ImapFlow = this.client): MaildropError {
     return new MaildropError('temporary', `${what} failed`, { fatal: !client.usable });
+  }
+
+  private get paths(): FastPaths {
+    return this.options.fastPaths ?? fastPaths();
   }
 
   private uidOf(index: number): number {

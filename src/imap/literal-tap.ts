@@ -162,6 +162,24 @@ export class LiteralTap {
   });
 
   /**
+   * Whether the installed imapflow has what the tap relies on (see fast-paths.ts): a response
+   * streamer of the shape clean() reads, and a way to ask whether the connection is busy.
+   */
+  static fits(client: object): boolean {
+    const holder = client as { streamer?: Partial<Streamer>; connectionBusy?: unknown };
+    const streamer = holder.streamer;
+    if (typeof holder.connectionBusy !== 'function' || streamer === undefined || streamer === null) return false;
+    const lists = [streamer.lineBuffer, streamer.inputBuffer, streamer.literalBuffer, streamer.literals, streamer.inputQueue];
+    return (
+      typeof streamer._transform === 'function' &&
+      typeof streamer.once === 'function' &&
+      typeof streamer.state === 'number' &&
+      typeof streamer.processingInput === 'boolean' &&
+      lists.every(Array.isArray)
+    );
+  }
+
+  /**
    * The tap of this connection, put in now if the connection is idle and clean; undefined if
    * it cannot be (then imapflow handles the bodies itself).
    */

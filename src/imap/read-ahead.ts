@@ -76,6 +76,8 @@ export class ReadAhead {
     private readonly messages: readonly ReadAheadMessage[],
     /** Messages the client can no longer read (deleted in this session). */
     private readonly skip: (index: number) => boolean,
+    /** Whether the literal tap may be used (it fits the installed imapflow: fast-paths.ts). */
+    private readonly tapAllowed: boolean,
   ) {}
 
   /** Whether `index` is small enough to be read through here. */
@@ -165,8 +167,7 @@ export class ReadAhead {
    * fails the stream after what came before it.
    */
   whole(index: number, window: number): Promise<MessageBody | undefined> | undefined {
-    this.tap ??= LiteralTap.of(this.client);
-    const tap = this.tap;
+    const tap = this.tapOf();
     if (tap === undefined) return undefined;
     const { uid, size } = this.messages[index]!;
     const body = new BodyStream(size, LARGE_HELD_BYTES);
@@ -247,6 +248,11 @@ export class ReadAhead {
     }
   }
 
+  private tapOf(): LiteralTap | undefined {
+    if (this.tapAllowed) this.tap ??= LiteralTap.of(this.client);
+    return this.tap;
+  }
+
   /** Resolves once no FETCH of this read-ahead is running (they never reject). */
   async settled(): Promise<void> {
     while (this.running.size > 0) await Promise.all([...this.running]);
@@ -255,8 +261,7 @@ export class ReadAhead {
   /** One FETCH of these UIDs' bodies. */
   private async fetch(batch: Map<number, Waiting>): Promise<void> {
     const uids = [...batch.keys()];
-    this.tap ??= LiteralTap.of(this.client);
-    const tap = this.tap;
+    const tap = this.tapOf();
     const claims = new Map<number, (size: number) => BodyTarget>();
     if (tap !== undefined) {
       for (const [uid, waiting] of batch) {

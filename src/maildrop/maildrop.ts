@@ -12,6 +12,8 @@ export type Credentials =
 export interface ClientInfo {
   readonly address: string;
   readonly port: number;
+  /** The id on the session's log lines, for the store's log too (IMAP ID). */
+  readonly sessionId?: string;
 }
 
 /** One message of the snapshot taken when the mailbox was opened. */

@@ -41,6 +41,8 @@ export async function startMetricsEndpoint(options: MetricsEndpointOptions): Pro
     server.once('error', reject);
     server.listen(options.port, options.host, () => resolve());
   });
+  // A failure of the listening socket after start is logged, never the end of the process.
+  server.on('error', (err) => options.logger.error(`Metrics endpoint error: ${err.message}`));
   const address = server.address() as AddressInfo;
   options.logger.info(`Metrics on http://${address.address}:${address.port}/metrics (also /healthz, /readyz)`);
   return server;

@@ -4,6 +4,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { EvictionReason, PoolEvents } from '../imap/backend-pool.js';
+import type { LockLossCause } from '../lock/lock-registry.js';
 import type { LoginOutcome, SessionEvents } from '../pop3/session.js';
 
 const PREFIX = 'pop3proxy_';
@@ -66,6 +67,25 @@ export class ProxyMetrics implements SessionEvents {
     registers: [this.registry],
   });
 
+  private readonly unexpected = new Counter({
+    name: `${PREFIX}unexpected_errors_total`,
+    help: 'Errors that escaped all handling (each logged with its stack and ended only its session), by kind: exception, rejection',
+    labelNames: ['kind'],
+    registers: [this.registry],
+  });
+  private readonly locksLost = new Counter({
+    name: `${PREFIX}locks_lost_total`,
+    help: 'Sessions ended because their shared mailbox lock was lost, by cause: expired (not renewed within --lock-ttl), taken (held by another session)',
+    labelNames: ['cause'],
+    registers: [this.registry],
+  });
+  private readonly fastPaths = new Gauge({
+    name: `${PREFIX}fast_path`,
+    help: "Whether a fast path into imapflow's internals is on (1) or switched off because the installed imapflow does not fit it (0), by hook",
+    labelNames: ['hook'],
+    registers: [this.registry],
+  });
+
   private redis: { up: Gauge; fallbacks: Counter } | undefined;
 
   constructor() {
@@ -113,6 +133,21 @@ export class ProxyMetrics implements SessionEvents {
   /** For the backend: one step's latency. */
   backendStep(step: string, seconds: number): void {
     this.backend.observe({ step }, seconds);
+  }
+
+  /** An error escaped all handling (see logging/unexpected-errors.ts). */
+  unexpectedError(kind: 'exception' | 'rejection'): void {
+    this.unexpected.inc({ kind });
+  }
+
+  /** A session ended because its shared lock was lost. */
+  lockLost(cause: LockLossCause): void {
+    this.locksLost.inc({ cause });
+  }
+
+  /** Whether each hook into imapflow's internals fits the installed imapflow. */
+  fastPath(hook: string, on: boolean): void {
+    this.fastPaths.set({ hook }, on ? 1 : 0);
   }
 
   /** With shared state (--redis): whether Redis answers. The series exist only then. */

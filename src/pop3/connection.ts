@@ -7,6 +7,7 @@
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'winston';
+import { inThisSession } from '../logging/session-context.js';
 import type { ClientInfo } from '../maildrop/maildrop.js';
 import type { TlsCredentials } from '../tls/tls-credentials.js';
 import { LineReader, type LineEvent } from './line-reader.js';
@@ -69,8 +70,8 @@ export class Pop3Connection implements SessionIO {
     this.session = new Pop3Session(this, options.client, services);
     socket.setNoDelay(true);
     this.listen(socket);
-    socket.on('error', (err) => this.logger.debug(`Client connection error: ${err.message}`, this.session.logMeta()));
-    socket.on('close', () => this.onClose());
+    socket.on('error', inThisSession((err: Error) => this.logger.debug(`Client connection error: ${err.message}`, this.session.logMeta())));
+    socket.on('close', inThisSession(() => this.onClose()));
     this.idleTimer = setTimeout(() => this.onIdle(), limits.idleTimeoutMs);
     this.authTimer = setTimeout(() => this.onAuthTimeout(), limits.authTimeoutMs);
   }
@@ -125,11 +126,14 @@ export class Pop3Connection implements SessionIO {
     await this.send(reply);
     // The client starts its handshake only after reading the reply, so nothing of it has been read.
     const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: this.tls.secureContext });
-    secure.on('error', (err) => this.logger.debug(`TLS error: ${err.message}`, this.session.logMeta()));
-    secure.once('secure', () => {
-      this.isSecure = true;
-      this.logger.debug(`TLS started (${secure.getProtocol() ?? 'unknown'})`, this.session.logMeta());
-    });
+    secure.on('error', inThisSession((err: Error) => this.logger.debug(`TLS error: ${err.message}`, this.session.logMeta())));
+    secure.once(
+      'secure',
+      inThisSession(() => {
+        this.isSecure = true;
+        this.logger.debug(`TLS started (${secure.getProtocol() ?? 'unknown'})`, this.session.logMeta());
+      }),
+    );
     this.socket = secure;
     this.listen(secure);
   }
@@ -163,8 +167,14 @@ export class Pop3Connection implements SessionIO {
     return this.session.finished();
   }
 
+  /** An error escaped all handling while working for this session: it ends, without a last line. */
+  abort(): void {
+    this.session.end('internal-error', 'cut');
+  }
+
   private listen(socket: Socket): void {
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    // The socket was made outside the session: its events are bound to it (session-context.ts).
+    socket.on('data', inThisSession((chunk: Buffer) => this.onData(chunk)));
     // A socket paused after its PROXY header was read does not start flowing by itself.
     socket.resume();
   }

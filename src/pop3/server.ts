@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import tls from 'node:tls';
 import type { Logger } from 'winston';
 import type { ConnectionLimiter } from '../limits/connection-limiter.js';
+import { currentSession, inThisSession, newSessionId, runInSession } from '../logging/session-context.js';
 import type { ClientInfo } from '../maildrop/maildrop.js';
 import type { TlsCredentials } from '../tls/tls-credentials.js';
 import { Pop3Connection, type ConnectionLimits } from './connection.js';
@@ -110,13 +111,31 @@ export class Pop3Server {
     if (outcome === 'timeout') this.logger.warn(`Shutdown: ${this.connections.size} session(s) still cleaning up after ${SHUTDOWN_CLEANUP_MS / 1000} s; exiting anyway`);
   }
 
+  /**
+   * Each accepted connection gets its session id at once, and everything done for it runs in
+   * its context (see session-context.ts), from the PROXY header and the TLS handshake on.
+   */
   private onSocket(socket: net.Socket, implicitTls: boolean): void {
-    socket.on('error', (err) => this.logger.debug(`Connection error from ${socket.remoteAddress}: ${err.message}`));
+    let connection: Pop3Connection | undefined;
+    const context = {
+      cid: newSessionId(),
+      // An error that escaped all handling: only this connection ends.
+      abort: () => (connection === undefined ? socket.destroy() : connection.abort()),
+    };
+    runInSession(context, () =>
+      this.accept(socket, implicitTls, (started) => {
+        connection = started;
+      }),
+    );
+  }
+
+  private accept(socket: net.Socket, implicitTls: boolean, started: (connection: Pop3Connection) => void): void {
+    socket.on('error', inThisSession((err: Error) => this.logger.debug(`Connection error from ${socket.remoteAddress}: ${err.message}`)));
     this.halfOpen.add(socket);
     socket.once('close', () => this.halfOpen.delete(socket));
-    if (!this.options.proxyProtocol) return this.admit(socket, implicitTls, undefined);
+    if (!this.options.proxyProtocol) return this.admit(socket, implicitTls, undefined, started);
     readProxyHeader(socket, this.options.limits.authTimeoutMs).then(
-      (client) => this.admit(socket, implicitTls, client),
+      (client) => this.admit(socket, implicitTls, client, started),
       (err: Error) => {
         this.logger.info(`Connection from ${socket.remoteAddress} dropped: ${err.message}`);
         socket.destroy();
@@ -125,8 +144,9 @@ export class Pop3Server {
   }
 
   /** Admits the connection within the limits, then starts TLS if the port wants it, then the session. */
-  private admit(socket: net.Socket, implicitTls: boolean, announced: ClientInfo | undefined): void {
-    const client = announced ?? { address: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
+  private admit(socket: net.Socket, implicitTls: boolean, announced: ClientInfo | undefined, started: (connection: Pop3Connection) => void): void {
+    const peer = announced ?? { address: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
+    const client: ClientInfo = { ...peer, sessionId: currentSession()?.cid };
     const admission = this.options.limiter.admit(client.address);
     if (!admission.admitted) {
       this.logger.info(`Connection from ${client.address} refused: ${admission.reason}`);
@@ -138,28 +158,35 @@ export class Pop3Server {
       return;
     }
     socket.once('close', admission.release);
-    if (!implicitTls) return this.start(socket, false, client);
+    if (!implicitTls) return started(this.start(socket, false, client));
     const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: this.options.tls!.secureContext });
     // A handshake that does not finish in time holds a socket, not a session.
     const deadline = setTimeout(() => secure.destroy(), this.options.limits.authTimeoutMs);
-    secure.on('error', (err) => {
-      this.logger.debug(`TLS connection from ${client.address} failed: ${err.message}`);
-      secure.destroy();
-    });
+    secure.on(
+      'error',
+      inThisSession((err: Error) => {
+        this.logger.debug(`TLS connection from ${client.address} failed: ${err.message}`);
+        secure.destroy();
+      }),
+    );
     secure.once('close', () => clearTimeout(deadline));
-    secure.once('secure', () => {
-      clearTimeout(deadline);
-      this.halfOpen.delete(socket);
-      this.start(secure, true, client);
-    });
+    secure.once(
+      'secure',
+      inThisSession(() => {
+        clearTimeout(deadline);
+        this.halfOpen.delete(socket);
+        started(this.start(secure, true, client));
+      }),
+    );
   }
 
-  private start(socket: net.Socket, secure: boolean, client: ClientInfo): void {
+  private start(socket: net.Socket, secure: boolean, client: ClientInfo): Pop3Connection {
     this.halfOpen.delete(socket);
     const connection = new Pop3Connection(socket, this.services, this.options.limits, { secure, tls: this.options.tls, client });
     this.connections.add(connection);
     socket.once('close', () => this.connections.delete(connection));
     connection.start();
+    return connection;
   }
 }
 

@@ -4,7 +4,7 @@
  * session knows the mail store only through the Maildrop contract.
  */
 import type { Logger } from 'winston';
-import type { LockLease, LockRegistry } from '../lock/lock-registry.js';
+import type { LockLease, LockLossCause, LockRegistry } from '../lock/lock-registry.js';
 import { isMaildropError } from '../maildrop/errors.js';
 import type { ClientInfo, Maildrop, MaildropProvider, MessageEntry } from '../maildrop/maildrop.js';
 import { parseCommand, type Command } from './command-parser.js';
@@ -25,6 +25,8 @@ export type EndReason =
   | 'too-many-errors'
   | 'auth-failures'
   | 'auth-timeout'
+  | 'lock-lost'
+  | 'internal-error'
   | 'shutdown';
 
 /**
@@ -88,6 +90,8 @@ export interface SessionEvents {
   deleted(): void;
   expunged(count: number): void;
   lockWaited(seconds: number): void;
+  /** A session ended because its shared mailbox lock was lost. */
+  lockLost(cause: LockLossCause): void;
   connectionRefused(limit: 'total' | 'per-ip'): void;
 }
 
@@ -143,6 +147,8 @@ export class Pop3Session {
   private errorRun = 0;
   /** The command being answered, which the teardown lets settle first. */
   private inFlight: Promise<void> | undefined;
+  /** The mailbox lock was lost: the session ends as soon as no command is being answered. */
+  private lockGone = false;
 
   private readonly startedAt = Date.now();
   /** Set by the first end(): the teardown has begun. */
@@ -170,6 +176,7 @@ export class Pop3Session {
   /** Handles one command line. Resolves when its reply has been written. */
   async handle(line: Buffer): Promise<void> {
     if (this.state === 'closed' || this.state === 'update') return;
+    if (this.lockGone) return this.endForLostLock();
     const errorsBefore = this.errorRun;
     const run = this.dispatch(line);
     this.inFlight = run;
@@ -177,6 +184,7 @@ export class Pop3Session {
       await run;
     } finally {
       this.inFlight = undefined;
+      if (this.lockGone && this.state === 'transaction') this.endForLostLock();
     }
     // Only a run of bad lines is a peer that does not speak POP3; one between good commands
     // (an old client's LAST or XTND, a mistyped command) is forgiven.
@@ -199,6 +207,27 @@ export class Pop3Session {
     if (!handler.acceptsArgs(command.args.length)) return this.protocolError(`Wrong number of arguments for ${command.verb}.`);
     this.services.events.command(command.verb);
     return handler.run(this, command);
+  }
+
+  /**
+   * Watches the mailbox lock of the transaction. Once it is lost (another session may have the
+   * mailbox now), the session commits nothing: it ends at once if idle, else right after the
+   * command being answered (a QUIT already committing is let finish), with [SYS/TEMP].
+   */
+  watchLock(lease: LockLease): void {
+    const lost = () => {
+      if (this.ending || this.state !== 'transaction') return;
+      this.lockGone = true;
+      this.services.events.lockLost(lease.lost.reason as LockLossCause);
+      if (this.inFlight === undefined) this.endForLostLock();
+    };
+    if (lease.lost.aborted) return lost();
+    lease.lost.addEventListener('abort', lost, { once: true });
+  }
+
+  private endForLostLock(): void {
+    this.logger.warn('Session ended: the mailbox lock was lost; nothing was changed', this.logMeta());
+    this.end('lock-lost', errLine('The mailbox lock was lost; nothing was changed. Log in again.', 'SYS/TEMP'));
   }
 
   /** Whether a command line may be as long as `length`: SASL responses may be much longer. */
@@ -275,7 +304,8 @@ export class Pop3Session {
   }
 
   logMeta(): Record<string, unknown> {
-    return { client: `${this.client.address}:${this.client.port}`, ...(this.user ? { user: this.user } : {}) };
+    const cid = this.client.sessionId;
+    return { ...(cid === undefined ? {} : { cid }), client: `${this.client.address}:${this.client.port}`, ...(this.user ? { user: this.user } : {}) };
   }
 
   private begin(reason: EndReason, farewell: Farewell | undefined, afterCleanup: boolean): void {

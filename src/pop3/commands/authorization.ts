@@ -7,6 +7,9 @@ import { describe } from '../session-errors.js';
 import { errLine } from '../responses.js';
 import { args, type CommandHandler } from './command.js';
 
+/** C0 controls and DEL: never part of a user name. */
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
 export const USER: CommandHandler = {
   states: ['authorization'],
   acceptsArgs: args.one,
@@ -49,6 +52,12 @@ export function refusePlaintext(session: Pop3Session): Promise<void> {
 /** Logs in to the store with the client's credentials, locks the mailbox and snapshots it. */
 export async function login(session: Pop3Session, credentials: Credentials): Promise<void> {
   const user = credentials.user;
+  // No mail server takes such a name (IMAP cannot even quote it): a wrong login, not an outage.
+  if (CONTROL.test(user)) {
+    session.logger.info('Login refused: the user name holds control characters', session.logMeta());
+    session.services.events.login('auth');
+    return refuseCredentials(session);
+  }
   session.user = user;
   let maildrop: Maildrop;
   try {
@@ -83,6 +92,7 @@ export async function login(session: Pop3Session, credentials: Credentials): Pro
     session.pendingMaildrop = undefined;
     session.transaction = { user, maildrop, lease, messages, deleted: new Set(), lastRetrieved: 0 };
     session.state = 'transaction';
+    session.watchLock(lease);
     session.io.loggedIn();
     session.services.policy.loggedIn(maildrop.mailboxKey);
     session.services.events.login('ok');
