@@ -5,7 +5,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { EvictionReason, PoolEvents } from '../imap/backend-pool.js';
 import type { LockLossCause } from '../lock/lock-registry.js';
-import type { LoginOutcome, SessionEvents } from '../pop3/session.js';
+import type { LoginOutcome, SessionEvents } from '../pop3/session-services.js';
 
 const PREFIX = 'pop3proxy_';
 

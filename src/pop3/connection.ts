@@ -11,9 +11,11 @@ import { inThisSession } from '../logging/session-context.js';
 import type { ClientInfo } from '../maildrop/maildrop.js';
 import type { TlsCredentials } from '../tls/tls-credentials.js';
 import { LineReader, type LineEvent } from './line-reader.js';
-import { errLine, type ResponseCode } from './responses.js';
+import { POP3_COMMANDS } from './commands/index.js';
+import { errLine } from './responses.js';
 import { ClientGoneError } from './session-errors.js';
-import { Pop3Session, type EndReason, type SessionIO, type SessionServices } from './session.js';
+import type { SessionIO, SessionServices } from './session-services.js';
+import { Pop3Session } from './session.js';
 
 export interface ConnectionLimits {
   /** Longest command line accepted, CRLF included. */
@@ -67,7 +69,7 @@ export class Pop3Connection implements SessionIO {
     this.isSecure = options.secure;
     this.tls = options.tls;
     this.logger = services.logger;
-    this.session = new Pop3Session(this, options.client, services);
+    this.session = new Pop3Session(this, options.client, services, POP3_COMMANDS);
     socket.setNoDelay(true);
     this.listen(socket);
     socket.on('error', inThisSession((err: Error) => this.logger.debug(`Client connection error: ${err.message}`, this.session.logMeta())));
@@ -163,7 +165,7 @@ export class Pop3Connection implements SessionIO {
    * already committing is left to finish and answer.
    */
   shutdown(): Promise<void> {
-    if (this.session.state !== 'update') this.hangUp('Server is shutting down, try again later.', 'shutdown', 'SYS/TEMP');
+    this.session.interrupt('shutdown', 'Server is shutting down, try again later.', 'SYS/TEMP');
     return this.session.finished();
   }
 
@@ -226,20 +228,12 @@ export class Pop3Connection implements SessionIO {
 
   private onIdle(): void {
     this.logger.debug('Idle timeout', this.session.logMeta());
-    this.hangUp('Disconnected for inactivity.', 'idle-timeout');
+    this.session.interrupt('idle-timeout', 'Disconnected for inactivity.');
   }
 
   private onAuthTimeout(): void {
     this.logger.debug('Authentication deadline passed', this.session.logMeta());
-    this.hangUp('Too slow to log in, closing connection.', 'auth-timeout');
-  }
-
-  /** Ends the session from this side: with a last line, unless a reply is being written. */
-  private hangUp(text: string, reason: EndReason, code?: ResponseCode): void {
-    // Before login every reply is one write, so a login still waiting on the backend cannot be
-    // cut short by our line. After it, a command in progress may be in the middle of a reply.
-    const midReply = this.running !== undefined && this.session.state !== 'authorization';
-    this.session.end(reason, midReply ? 'cut' : errLine(text, code));
+    this.session.interrupt('auth-timeout', 'Too slow to log in, closing connection.');
   }
 
   private onClose(): void {

@@ -14,7 +14,7 @@ import type { TlsCredentials } from '../tls/tls-credentials.js';
 import { Pop3Connection, type ConnectionLimits } from './connection.js';
 import { readProxyHeader } from './proxy-protocol.js';
 import { errLine } from './responses.js';
-import type { SessionServices } from './session.js';
+import type { SessionServices } from './session-services.js';
 
 export interface Pop3ServerOptions {
   readonly host: string;

@@ -12,6 +12,6 @@ export class ClientGoneError extends Error {
 }
 
 /** An error's message, for a log line or a reply. */
-export function describe(err: unknown): string {
+export function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

@@ -1,124 +1,32 @@
 /**
  * One POP3 session: the RFC 1939 state machine (AUTHORIZATION, TRANSACTION, UPDATE) over a
- * byte-stream connection. Commands are dispatched to one handler each (see ./commands). The
- * session knows the mail store only through the Maildrop contract.
+ * byte-stream connection. The session owns its state: the command handlers it is given (one
+ * per command) read it and change it only through the CommandContext's transitions. It knows
+ * the mail store only through the Maildrop contract.
+ *
+ * As in Dovecot's pop3, a session ends in two steps: disconnect (the client hears the farewell
+ * at once, or the connection is cut) and destroy (once the command in flight has settled, the
+ * maildrop is let go of, the lock released, the end logged and counted). end() does both.
  */
-import type { Logger } from 'winston';
-import type { LockLease, LockLossCause, LockRegistry } from '../lock/lock-registry.js';
+import type { LockLease, LockLossCause } from '../lock/lock-registry.js';
 import { isMaildropError } from '../maildrop/errors.js';
-import type { ClientInfo, Maildrop, MaildropProvider, MessageEntry } from '../maildrop/maildrop.js';
+import type { ClientInfo, Maildrop, MessageEntry } from '../maildrop/maildrop.js';
+import type { CommandContext, CommandTable, EndReason, Farewell, SaslContinuation, SessionState, Transaction } from './command-context.js';
 import { parseCommand, type Command } from './command-parser.js';
-import { COMMANDS } from './commands/index.js';
 import { errLine, okLine, type ResponseCode } from './responses.js';
-import { describe } from './session-errors.js';
+import { errorText } from './session-errors.js';
+import type { SessionIO, SessionServices } from './session-services.js';
 
-export type SessionState = 'authorization' | 'transaction' | 'update' | 'closed';
-
-/** How a session ended, for the log line and for deciding what happens to the mailbox. */
-export type EndReason =
-  | 'quit'
-  | 'quit-failed'
-  | 'client-closed'
-  | 'idle-timeout'
-  | 'backend-failed'
-  | 'delivery-failed'
-  | 'too-many-errors'
-  | 'auth-failures'
-  | 'auth-timeout'
-  | 'lock-lost'
-  | 'internal-error'
-  | 'shutdown';
-
-/**
- * How the client hears that the session is over: a last reply line, or 'cut' when the
- * connection must be dropped at once (a reply was cut short, or the client is gone).
- */
-export type Farewell = Buffer | 'cut';
-
-/** The connection as the session sees it. */
-export interface SessionIO {
-  /**
-   * Writes bytes (pieces are written together, in order); resolves once the client can take
-   * more. Rejects when the client is gone.
-   */
-  send(data: Buffer | readonly Buffer[]): Promise<void>;
-  /** Writes `last` if the client can still take it, then closes after what was written. */
-  close(last?: Buffer): void;
-  /** Drops the connection at once: nothing more reaches the client. */
-  destroy(): void;
-  /** Whether the connection is encrypted (implicit TLS, or after STLS). */
-  readonly secure: boolean;
-  /**
-   * Sends the reply, then starts TLS on the connection (STLS), dropping whatever the client
-   * sent behind the command in plaintext.
-   */
-  startTls(reply: Buffer): Promise<void>;
-  /** The session has logged in: the authentication deadline no longer applies. */
-  loggedIn(): void;
-}
-
-export interface SessionPolicy {
-  /** Whether TLS can be had on this server (so STLS is offered and plaintext passwords refused). */
-  readonly tlsAvailable: boolean;
-  readonly allowPlaintextAuth: boolean;
-  readonly maxAuthFailures: number;
-  readonly maxErrors: number;
-  /** Notes a failed login from an address; returns the delay before answering it. */
-  authFailed(address: string): Promise<number>;
-  /** The text after "+OK" in the greeting. */
-  readonly greeting: string;
-  /** Announced in CAPA as LOGIN-DELAY, and enforced. */
-  readonly loginDelayS: number | undefined;
-  /** Seconds until this mailbox may be logged in to again (0: now). */
-  loginWait(mailboxKey: string): Promise<number>;
-  /** Notes a successful login, for the LOGIN-DELAY. */
-  loggedIn(mailboxKey: string): void;
-  /** Announced in CAPA as EXPIRE. */
-  readonly expire: number | 'NEVER' | undefined;
-}
-
-export type LoginOutcome = 'ok' | 'auth' | 'in-use' | 'backend-error';
-
-/** What happens in sessions, for whoever counts it (metrics). */
-export interface SessionEvents {
-  sessionStarted(): void;
-  sessionEnded(reason: string): void;
-  login(outcome: LoginOutcome): void;
-  command(name: string): void;
-  /** Message octets sent by RETR (whole) or TOP. */
-  retrieved(octets: number, whole: boolean): void;
-  deleted(): void;
-  expunged(count: number): void;
-  lockWaited(seconds: number): void;
-  /** A session ended because its shared mailbox lock was lost. */
-  lockLost(cause: LockLossCause): void;
-  connectionRefused(limit: 'total' | 'per-ip'): void;
-}
-
-export interface SessionServices {
-  readonly provider: MaildropProvider;
-  readonly locks: LockRegistry;
-  readonly logger: Logger;
-  readonly implementation: string;
-  readonly policy: SessionPolicy;
-  readonly events: SessionEvents;
-}
-
-/** An AUTH exchange waiting for the client's next response line. */
-export interface SaslContinuation {
-  respond(session: Pop3Session, line: Buffer): Promise<void>;
-}
-
-/** The mailbox of an authenticated session. */
-export interface Transaction {
-  readonly user: string;
-  readonly maildrop: Maildrop;
+interface OpenTransaction extends Transaction {
   readonly lease: LockLease;
-  readonly messages: readonly MessageEntry[];
-  /** 0-based indexes of the messages marked deleted in this session. */
   readonly deleted: Set<number>;
-  /** The highest message number RETR was given since login or RSET, for LAST (RFC 1725). */
   lastRetrieved: number;
+}
+
+/** What a login in progress holds, for the teardown to let go of if the session ends first. */
+interface Held {
+  maildrop: Maildrop | undefined;
+  lease: LockLease | undefined;
 }
 
 export interface SessionStats {
@@ -130,26 +38,24 @@ export interface SessionStats {
   expunged: number;
 }
 
-export class Pop3Session {
-  state: SessionState = 'authorization';
+export class Pop3Session implements CommandContext {
+  private currentState: SessionState = 'authorization';
   /** The name given by USER, waiting for PASS. */
-  pendingUser: string | undefined;
+  private pendingUser: string | undefined;
   /** The user of the maildrop being opened or open, for the log line. */
-  user: string | undefined;
-  transaction: Transaction | undefined;
-  /** A maildrop authenticated but not (yet) in TRANSACTION: it must be abandoned on exit. */
-  pendingMaildrop: Maildrop | undefined;
-  readonly stats: SessionStats = { retrieved: 0, retrievedBytes: 0, topped: 0, toppedBytes: 0, deleted: 0, expunged: 0 };
+  private user: string | undefined;
+  private open: OpenTransaction | undefined;
+  private held: Held | undefined;
+  private readonly stats: SessionStats = { retrieved: 0, retrievedBytes: 0, topped: 0, toppedBytes: 0, deleted: 0, expunged: 0 };
   /** Set while an AUTH exchange waits for a response line. */
-  sasl: SaslContinuation | undefined;
-  authFailures = 0;
+  private sasl: SaslContinuation | undefined;
+  private authFailures = 0;
   /** Protocol errors in a row: a line handled without one ends the run. */
   private errorRun = 0;
   /** The command being answered, which the teardown lets settle first. */
   private inFlight: Promise<void> | undefined;
   /** The mailbox lock was lost: the session ends as soon as no command is being answered. */
   private lockGone = false;
-
   private readonly startedAt = Date.now();
   /** Set by the first end(): the teardown has begun. */
   private ending = false;
@@ -157,15 +63,24 @@ export class Pop3Session {
   private readonly done = new Promise<void>((resolve) => (this.markFinished = resolve));
 
   constructor(
-    readonly io: SessionIO,
+    private readonly io: SessionIO,
     readonly client: ClientInfo,
     readonly services: SessionServices,
+    private readonly commands: CommandTable,
   ) {
     services.events.sessionStarted();
   }
 
-  get logger(): Logger {
+  get state(): SessionState {
+    return this.currentState;
+  }
+
+  get logger() {
     return this.services.logger;
+  }
+
+  get secure(): boolean {
+    return this.io.secure;
   }
 
   greeting(): Buffer {
@@ -175,7 +90,7 @@ export class Pop3Session {
 
   /** Handles one command line. Resolves when its reply has been written. */
   async handle(line: Buffer): Promise<void> {
-    if (this.state === 'closed' || this.state === 'update') return;
+    if (this.currentState === 'closed' || this.currentState === 'update') return;
     if (this.lockGone) return this.endForLostLock();
     const errorsBefore = this.errorRun;
     const run = this.dispatch(line);
@@ -184,7 +99,7 @@ export class Pop3Session {
       await run;
     } finally {
       this.inFlight = undefined;
-      if (this.lockGone && this.state === 'transaction') this.endForLostLock();
+      if (this.lockGone && this.currentState === 'transaction') this.endForLostLock();
     }
     // Only a run of bad lines is a peer that does not speak POP3; one between good commands
     // (an old client's LAST or XTND, a mistyped command) is forgiven.
@@ -201,33 +116,13 @@ export class Pop3Session {
     const command = parseCommand(line);
     this.trace(command, line);
     if (!command) return this.protocolError('Unknown command.');
-    const handler = COMMANDS[command.verb];
+    const handler = this.commands[command.verb];
     if (!handler) return this.protocolError(`Unknown command: ${command.verb.slice(0, 8)}`);
-    if (!handler.states.includes(this.state)) return this.protocolError(`${command.verb} is not allowed in the ${this.state.toUpperCase()} state.`);
+    const state = this.currentState;
+    if (!handler.states.includes(state)) return this.protocolError(`${command.verb} is not allowed in the ${state.toUpperCase()} state.`);
     if (!handler.acceptsArgs(command.args.length)) return this.protocolError(`Wrong number of arguments for ${command.verb}.`);
     this.services.events.command(command.verb);
     return handler.run(this, command);
-  }
-
-  /**
-   * Watches the mailbox lock of the transaction. Once it is lost (another session may have the
-   * mailbox now), the session commits nothing: it ends at once if idle, else right after the
-   * command being answered (a QUIT already committing is let finish), with [SYS/TEMP].
-   */
-  watchLock(lease: LockLease): void {
-    const lost = () => {
-      if (this.ending || this.state !== 'transaction') return;
-      this.lockGone = true;
-      this.services.events.lockLost(lease.lost.reason as LockLossCause);
-      if (this.inFlight === undefined) this.endForLostLock();
-    };
-    if (lease.lost.aborted) return lost();
-    lease.lost.addEventListener('abort', lost, { once: true });
-  }
-
-  private endForLostLock(): void {
-    this.logger.warn('Session ended: the mailbox lock was lost; nothing was changed', this.logMeta());
-    this.end('lock-lost', errLine('The mailbox lock was lost; nothing was changed. Log in again.', 'SYS/TEMP'));
   }
 
   /** Whether a command line may be as long as `length`: SASL responses may be much longer. */
@@ -247,10 +142,13 @@ export class Pop3Session {
     this.end('too-many-errors', errLine(`${text} Too many errors, closing connection.`));
   }
 
-  /** Whether passwords must not travel on this connection (TLS exists and is not in use). */
   get plaintextAuthRefused(): boolean {
     const policy = this.services.policy;
     return policy.tlsAvailable && !policy.allowPlaintextAuth && !this.io.secure && !isLoopback(this.client.address);
+  }
+
+  send(data: Buffer | readonly Buffer[]): Promise<void> {
+    return this.io.send(data);
   }
 
   async ok(text: string): Promise<void> {
@@ -263,20 +161,93 @@ export class Pop3Session {
     await this.io.send(errLine(text, code));
   }
 
-  /**
-   * The one way out of a session, whatever ended it (Dovecot's client_destroy). The client
-   * hears the farewell at once; then, once the command in flight has settled, the maildrop is
-   * let go of (nothing removed that QUIT did not commit), the lock released and the end logged
-   * and counted. Any path may call it, any number of times: the first call decides. A command
-   * handler must not await `finished()`: the teardown waits for the handler.
-   */
-  end(reason: EndReason, farewell?: Farewell): void {
-    this.begin(reason, farewell, false);
+  // AUTHORIZATION
+
+  rememberUser(name: string): void {
+    this.pendingUser = name;
   }
 
-  /** Resolves once the session is over and its cleanup done. */
-  finished(): Promise<void> {
-    return this.done;
+  takeUser(): string | undefined {
+    const user = this.pendingUser;
+    this.pendingUser = undefined;
+    return user;
+  }
+
+  startTls(reply: Buffer): Promise<void> {
+    // Everything the client said before TLS is forgotten (RFC 2595 section 4).
+    this.pendingUser = undefined;
+    return this.io.startTls(reply);
+  }
+
+  awaitSaslResponse(next: SaslContinuation): void {
+    this.sasl = next;
+  }
+
+  authFailed(): number {
+    return ++this.authFailures;
+  }
+
+  beginLogin(user: string): void {
+    this.user = user;
+    this.held = { maildrop: undefined, lease: undefined };
+  }
+
+  holdForLogin(maildrop: Maildrop, lease?: LockLease): void {
+    if (this.held === undefined) throw new Error('holdForLogin() outside a login');
+    this.held.maildrop = maildrop;
+    if (lease !== undefined) this.held.lease = lease;
+  }
+
+  async abandonLogin(): Promise<void> {
+    const held = this.held;
+    this.held = undefined;
+    this.user = undefined;
+    if (held !== undefined) await this.letGo(held);
+  }
+
+  enterTransaction(messages: readonly MessageEntry[]): void {
+    const { maildrop, lease } = this.held ?? {};
+    if (maildrop === undefined || lease === undefined || this.user === undefined) throw new Error('enterTransaction() before the login held its mailbox');
+    this.held = undefined;
+    this.open = { user: this.user, maildrop, lease, messages, deleted: new Set(), lastRetrieved: 0 };
+    this.currentState = 'transaction';
+    this.io.loggedIn();
+    this.watchLock(lease);
+  }
+
+  // TRANSACTION
+
+  get transaction(): Transaction {
+    const open = this.open;
+    if (open === undefined) throw new Error('No open maildrop in this state');
+    return open;
+  }
+
+  markDeleted(index: number): void {
+    this.openTransaction().deleted.add(index);
+    this.stats.deleted++;
+    this.services.events.deleted();
+  }
+
+  resetDeletions(): void {
+    const open = this.openTransaction();
+    open.deleted.clear();
+    open.lastRetrieved = 0;
+    this.stats.deleted = 0;
+  }
+
+  retrieved(index: number, octets: number): void {
+    const open = this.openTransaction();
+    open.lastRetrieved = Math.max(open.lastRetrieved, index + 1);
+    this.stats.retrieved++;
+    this.stats.retrievedBytes += octets;
+    this.services.events.retrieved(octets, true);
+  }
+
+  topped(octets: number): void {
+    this.stats.topped++;
+    this.stats.toppedBytes += octets;
+    this.services.events.retrieved(octets, false);
   }
 
   /**
@@ -284,23 +255,81 @@ export class Pop3Session {
    * answers +OK only once the store confirmed it and the mailbox is free for the next login.
    */
   async update(): Promise<void> {
-    const tx = this.transaction;
-    if (!tx) return;
-    this.state = 'update';
-    const indexes = [...tx.deleted].sort((a, b) => a - b);
+    const open = this.openTransaction();
+    this.currentState = 'update';
+    const indexes = [...open.deleted].sort((a, b) => a - b);
     try {
-      await tx.maildrop.commit(indexes);
+      await open.maildrop.commit(indexes);
     } catch (err) {
-      this.logger.warn(`Removing deleted messages failed: ${describe(err)}`, this.logMeta());
+      this.logger.warn(`Removing deleted messages failed: ${errorText(err)}`, this.logMeta());
       // A configuration the server cannot follow (no such folder) will not mend by itself.
       const permanent = isMaildropError(err) && err.kind === 'permanent';
       const advice = permanent ? 'tell the administrator' : 'try again later';
-      const reply = errLine(`Deleted messages were not removed: ${describe(err)}. Nothing was deleted; ${advice}.`, permanent ? 'SYS/PERM' : 'SYS/TEMP');
-      return this.end('quit-failed', reply);
+      const text = `Deleted messages were not removed: ${errorText(err)}. Nothing was deleted; ${advice}.`;
+      return this.end('quit-failed', errLine(text, permanent ? 'SYS/PERM' : 'SYS/TEMP'));
     }
     this.stats.expunged = indexes.length;
     this.services.events.expunged(indexes.length);
-    this.begin('quit', okLine(`Bye (${indexes.length} ${indexes.length === 1 ? 'message' : 'messages'} deleted).`), true);
+    const farewell = okLine(`Bye (${indexes.length} ${indexes.length === 1 ? 'message' : 'messages'} deleted).`);
+    this.begin('quit', farewell, true);
+  }
+
+  private openTransaction(): OpenTransaction {
+    if (this.open === undefined) throw new Error('No open maildrop in this state');
+    return this.open;
+  }
+
+  /**
+   * Once the mailbox lock is lost (another session may have the mailbox now), the session
+   * commits nothing: it ends at once if idle, else right after the command being answered (a
+   * QUIT already committing is let finish), with [SYS/TEMP].
+   */
+  private watchLock(lease: LockLease): void {
+    const lost = () => {
+      if (this.ending || this.currentState !== 'transaction') return;
+      this.lockGone = true;
+      this.services.events.lockLost(lease.lost.reason as LockLossCause);
+      if (this.inFlight === undefined) this.endForLostLock();
+    };
+    if (lease.lost.aborted) return lost();
+    lease.lost.addEventListener('abort', lost, { once: true });
+  }
+
+  private endForLostLock(): void {
+    this.logger.warn('Session ended: the mailbox lock was lost; nothing was changed', this.logMeta());
+    this.end('lock-lost', errLine('The mailbox lock was lost; nothing was changed. Log in again.', 'SYS/TEMP'));
+  }
+
+  // The way out
+
+  /**
+   * The one way out of a session, whatever ended it (Dovecot's client_disconnect, then
+   * client_destroy). The client hears the farewell at once; then, once the command in flight has
+   * settled, the maildrop is let go of (nothing removed that QUIT did not commit), the lock
+   * released and the end logged and counted. Any path may call it, any number of times: the
+   * first call decides. A command handler must not await `finished()`: the teardown waits for
+   * the handler.
+   */
+  end(reason: EndReason, farewell?: Farewell): void {
+    this.begin(reason, farewell, false);
+  }
+
+  /**
+   * Ends the session from outside (an idle timeout, the authentication deadline, a shutdown):
+   * with a last line, unless a reply is being written (then the connection is cut, so that no
+   * reply is taken for complete). A QUIT already committing is left to finish and answer.
+   */
+  interrupt(reason: EndReason, text: string, code?: ResponseCode): void {
+    if (this.currentState === 'update') return;
+    // Before login every reply is one write, so a login still waiting on the backend cannot be
+    // cut short by our line. After it, a command in progress may be in the middle of a reply.
+    const midReply = this.inFlight !== undefined && this.currentState !== 'authorization';
+    this.end(reason, midReply ? 'cut' : errLine(text, code));
+  }
+
+  /** Resolves once the session is over and its cleanup done. */
+  finished(): Promise<void> {
+    return this.done;
   }
 
   logMeta(): Record<string, unknown> {
@@ -311,44 +340,43 @@ export class Pop3Session {
   private begin(reason: EndReason, farewell: Farewell | undefined, afterCleanup: boolean): void {
     if (this.ending) return;
     this.ending = true;
-    this.state = 'closed';
+    this.currentState = 'closed';
     this.sasl = undefined;
-    if (!afterCleanup) this.hangUp(farewell);
-    this.tearDown(reason, afterCleanup ? farewell : undefined).catch((err: unknown) =>
-      this.logger.error(`Session teardown failed: ${describe(err)}`, this.logMeta()),
+    if (!afterCleanup) this.disconnect(farewell);
+    this.destroy(reason, afterCleanup ? farewell : undefined).catch((err: unknown) =>
+      this.logger.error(`Session teardown failed: ${errorText(err)}`, this.logMeta()),
     );
   }
 
-  private hangUp(farewell: Farewell | undefined): void {
+  private disconnect(farewell: Farewell | undefined): void {
     if (farewell === 'cut') this.io.destroy();
     else this.io.close(farewell);
   }
 
-  private async tearDown(reason: EndReason, lateFarewell: Farewell | undefined): Promise<void> {
+  private async destroy(reason: EndReason, lateFarewell: Farewell | undefined): Promise<void> {
     try {
       // Whatever the command in flight still does (a login completing) is part of what is let go.
       await this.inFlight?.catch(() => undefined);
-      await this.letGo();
+      const held: Held = this.open ?? this.held ?? { maildrop: undefined, lease: undefined };
+      this.open = undefined;
+      this.held = undefined;
+      await this.letGo(held);
     } finally {
-      this.state = 'closed';
-      if (lateFarewell !== undefined) this.hangUp(lateFarewell);
+      this.currentState = 'closed';
+      if (lateFarewell !== undefined) this.disconnect(lateFarewell);
       this.logEnd(reason);
       this.markFinished();
     }
   }
 
-  /** Lets go of the maildrop (nothing removed, marks taken back) and then of its lock. */
-  private async letGo(): Promise<void> {
-    const maildrop = this.transaction?.maildrop ?? this.pendingMaildrop;
-    const lease = this.transaction?.lease;
-    this.transaction = undefined;
-    this.pendingMaildrop = undefined;
+  /** Lets go of a maildrop (nothing removed, marks taken back) and then of its lock. */
+  private async letGo({ maildrop, lease }: Held): Promise<void> {
     try {
       await maildrop?.abandon();
     } catch (err) {
-      this.logger.error(`Could not restore the mailbox state: ${describe(err)}`, this.logMeta());
+      this.logger.error(`Could not restore the mailbox state: ${errorText(err)}`, this.logMeta());
     } finally {
-      await lease?.release().catch((err: unknown) => this.logger.error(`Could not release the mailbox lock: ${describe(err)}`, this.logMeta()));
+      await lease?.release().catch((err: unknown) => this.logger.error(`Could not release the mailbox lock: ${errorText(err)}`, this.logMeta()));
     }
   }
 
@@ -365,7 +393,8 @@ export class Pop3Session {
 
   private trace(command: Command | undefined, line: Buffer): void {
     if (!this.logger.isDebugEnabled()) return;
-    this.logger.debug(`C: ${shownCommand(command, line)}`, this.logMeta());
+    const known = command !== undefined && this.commands[command.verb] !== undefined;
+    this.logger.debug(`C: ${shownCommand(known ? command : undefined, line)}`, this.logMeta());
   }
 }
 
@@ -374,7 +403,7 @@ export class Pop3Session {
  * response carries credentials or a token), or an unknown line that might carry either.
  */
 function shownCommand(command: Command | undefined, line: Buffer): string {
-  if (!command || !COMMANDS[command.verb]) return `<unrecognised line, ${line.length} bytes>`;
+  if (!command) return `<unrecognised line, ${line.length} bytes>`;
   if (command.verb === 'PASS') return 'PASS ***';
   // An APOP digest is derived from the password: no more fit for a log than the password.
   if (command.verb === 'APOP') return `APOP ${command.args[0] ?? ''} ***`.trim();

@@ -1,5 +1,5 @@
-import { args, type CommandHandler } from './command.js';
-import { transactionOf } from './message-arg.js';
+import type { CommandHandler } from '../command-context.js';
+import { args } from './command.js';
 
 /**
  * LAST (RFC 1725, dropped by RFC 1939): the highest message number retrieved in the session, 0
@@ -10,7 +10,7 @@ import { transactionOf } from './message-arg.js';
 export const LAST: CommandHandler = {
   states: ['transaction'],
   acceptsArgs: args.none,
-  async run(session) {
-    await session.ok(String(transactionOf(session).lastRetrieved));
+  async run(context) {
+    await context.ok(String(context.transaction.lastRetrieved));
   },
 };

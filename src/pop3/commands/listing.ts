@@ -1,14 +1,14 @@
+import type { CommandContext, CommandHandler, Transaction } from '../command-context.js';
 import { multiLine } from '../responses.js';
-import type { Pop3Session, Transaction } from '../session.js';
-import { args, type CommandHandler } from './command.js';
-import { messageIndex, transactionOf } from './message-arg.js';
+import { args } from './command.js';
+import { messageIndex } from './message-arg.js';
 
 /** STAT: count and total size of the messages not marked deleted. */
 export const STAT: CommandHandler = {
   states: ['transaction'],
   acceptsArgs: args.none,
-  async run(session) {
-    const tx = transactionOf(session);
+  async run(context) {
+    const tx = context.transaction;
     let count = 0;
     let octets = 0;
     tx.messages.forEach((m, i) => {
@@ -16,7 +16,7 @@ export const STAT: CommandHandler = {
       count++;
       octets += m.size;
     });
-    await session.ok(`${count} ${octets}`);
+    await context.ok(`${count} ${octets}`);
   },
 };
 
@@ -24,8 +24,8 @@ export const STAT: CommandHandler = {
 export const LIST: CommandHandler = {
   states: ['transaction'],
   acceptsArgs: args.optional,
-  async run(session, command) {
-    await listing(session, command.args[0], (tx, i) => String(tx.messages[i]!.size), (count) => `${count} messages`);
+  async run(context, command) {
+    await listing(context, command.args[0], (tx, i) => String(tx.messages[i]!.size), (count) => `${count} messages`);
   },
 };
 
@@ -33,34 +33,34 @@ export const LIST: CommandHandler = {
 export const UIDL: CommandHandler = {
   states: ['transaction'],
   acceptsArgs: args.optional,
-  async run(session, command) {
-    await listing(session, command.args[0], (tx, i) => tx.messages[i]!.uidl, () => 'Unique-ID listing follows');
+  async run(context, command) {
+    await listing(context, command.args[0], (tx, i) => tx.messages[i]!.uidl, () => 'Unique-ID listing follows');
   },
 };
 
 export const NOOP: CommandHandler = {
   states: ['transaction'],
   acceptsArgs: args.none,
-  async run(session) {
-    await session.ok('');
+  async run(context) {
+    await context.ok('');
   },
 };
 
 async function listing(
-  session: Pop3Session,
+  context: CommandContext,
   arg: string | undefined,
   value: (tx: Transaction, index: number) => string,
   status: (count: number) => string,
 ): Promise<void> {
-  const tx = transactionOf(session);
+  const tx = context.transaction;
   if (arg !== undefined) {
-    const index = await messageIndex(session, tx, arg);
+    const index = await messageIndex(context, arg);
     if (index === undefined) return;
-    return session.ok(`${index + 1} ${value(tx, index)}`);
+    return context.ok(`${index + 1} ${value(tx, index)}`);
   }
   const lines: string[] = [];
   for (let i = 0; i < tx.messages.length; i++) {
     if (!tx.deleted.has(i)) lines.push(`${i + 1} ${value(tx, i)}`);
   }
-  await session.io.send(multiLine(status(lines.length), lines));
+  await context.send(multiLine(status(lines.length), lines));
 }

@@ -1,13 +1,13 @@
 import type { Readable } from 'node:stream';
 import { isMaildropError } from '../../maildrop/errors.js';
+import type { CommandContext, CommandHandler } from '../command-context.js';
 import { parseLineCount } from '../command-parser.js';
 import { errLine } from '../responses.js';
 import { DotStuffer } from '../dot-stuffer.js';
-import type { Pop3Session } from '../session.js';
-import { ClientGoneError, describe } from '../session-errors.js';
+import { ClientGoneError, errorText } from '../session-errors.js';
 import { TopFilter } from '../top-filter.js';
-import { args, type CommandHandler } from './command.js';
-import { messageIndex, transactionOf } from './message-arg.js';
+import { args } from './command.js';
+import { messageIndex } from './message-arg.js';
 
 const MESSAGE_FOLLOWS = Buffer.from('+OK Message follows.\r\n');
 /** Bytes of a message gathered at most for one write to the client. */
@@ -17,21 +17,17 @@ const WRITE_BYTES = 256 * 1024;
 export const RETR: CommandHandler = {
   states: ['transaction'],
   acceptsArgs: args.one,
-  async run(session, command) {
-    const tx = transactionOf(session);
-    const index = await messageIndex(session, tx, command.args[0]!);
+  async run(context, command) {
+    const index = await messageIndex(context, command.args[0]!);
     if (index === undefined) return;
-    tx.lastRetrieved = Math.max(tx.lastRetrieved, index + 1);
-    const sent = await deliver(session, index, undefined);
+    const sent = await deliver(context, index, undefined);
     if (sent === undefined) return;
-    session.stats.retrieved++;
-    session.stats.retrievedBytes += sent;
-    session.services.events.retrieved(sent, true);
+    context.retrieved(index, sent);
     try {
-      await tx.maildrop.retrieved(index);
+      await context.transaction.maildrop.retrieved(index);
     } catch (err) {
       // The message was delivered; only its read mark is missing. Not worth failing the session.
-      session.logger.warn(`Marking message ${index + 1} read failed: ${describe(err)}`, session.logMeta());
+      context.logger.warn(`Marking message ${index + 1} read failed: ${errorText(err)}`, context.logMeta());
     }
   },
 };
@@ -40,17 +36,14 @@ export const RETR: CommandHandler = {
 export const TOP: CommandHandler = {
   states: ['transaction'],
   acceptsArgs: args.two,
-  async run(session, command) {
-    const tx = transactionOf(session);
+  async run(context, command) {
     const lines = parseLineCount(command.args[1]!);
-    if (lines === undefined) return session.error(`Invalid line count: ${command.args[1]!.slice(0, 20)}`);
-    const index = await messageIndex(session, tx, command.args[0]!);
+    if (lines === undefined) return context.error(`Invalid line count: ${command.args[1]!.slice(0, 20)}`);
+    const index = await messageIndex(context, command.args[0]!);
     if (index === undefined) return;
-    const sent = await deliver(session, index, new TopFilter(lines));
+    const sent = await deliver(context, index, new TopFilter(lines));
     if (sent === undefined) return;
-    session.stats.topped++;
-    session.stats.toppedBytes += sent;
-    session.services.events.retrieved(sent, false);
+    context.topped(sent);
   },
 };
 
@@ -60,13 +53,12 @@ export const TOP: CommandHandler = {
  * connection is dropped without the terminating line, so that a client never takes a truncated
  * message for a complete one.
  */
-async function deliver(session: Pop3Session, index: number, top: TopFilter | undefined): Promise<number | undefined> {
-  const tx = transactionOf(session);
+async function deliver(context: CommandContext, index: number, top: TopFilter | undefined): Promise<number | undefined> {
   let source: Readable;
   try {
-    source = await tx.maildrop.read(index);
+    source = await context.transaction.maildrop.read(index);
   } catch (err) {
-    await replyReadFailure(session, err);
+    await replyReadFailure(context, err);
     return undefined;
   }
   const stuffer = new DotStuffer();
@@ -87,18 +79,18 @@ async function deliver(session: Pop3Session, index: number, top: TopFilter | und
       if (top?.done) break;
       // Nothing more at hand (the next chunk is still on its way), or enough for one write.
       if (gathered >= WRITE_BYTES || (source.readableLength === 0 && !allArrived(source))) {
-        if (pieces.length > 0) await session.io.send(pieces);
+        if (pieces.length > 0) await context.send(pieces);
         pieces = [];
         gathered = 0;
       }
     }
     pieces.push(...stuffer.finish());
-    await session.io.send(pieces);
+    await context.send(pieces);
   } catch (err) {
     source.destroy();
-    session.logger.warn(`Message ${index + 1} not delivered whole: ${describe(err)}`, session.logMeta());
+    context.logger.warn(`Message ${index + 1} not delivered whole: ${errorText(err)}`, context.logMeta());
     // No terminating line: the client must not take what it got for the whole message.
-    session.end(err instanceof ClientGoneError ? 'client-closed' : 'delivery-failed', 'cut');
+    context.end(err instanceof ClientGoneError ? 'client-closed' : 'delivery-failed', 'cut');
     return undefined;
   }
   return octets;
@@ -113,13 +105,13 @@ function allArrived(source: Readable): boolean {
   return (source as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended === true;
 }
 
-async function replyReadFailure(session: Pop3Session, err: unknown): Promise<void> {
+async function replyReadFailure(context: CommandContext, err: unknown): Promise<void> {
   if (isMaildropError(err) && err.kind === 'gone') {
-    return session.error('Message was removed from the mailbox by another client.');
+    return context.error('Message was removed from the mailbox by another client.');
   }
-  session.logger.warn(`Reading a message failed: ${describe(err)}`, session.logMeta());
+  context.logger.warn(`Reading a message failed: ${errorText(err)}`, context.logMeta());
   const text = 'Mail server failed to deliver the message, try again later.';
   // Without a usable backend connection the session cannot go on.
-  if (!isMaildropError(err) || err.fatal) return session.end('backend-failed', errLine(text, 'SYS/TEMP'));
-  await session.error(text, 'SYS/TEMP');
+  if (!isMaildropError(err) || err.fatal) return context.end('backend-failed', errLine(text, 'SYS/TEMP'));
+  await context.error(text, 'SYS/TEMP');
 }

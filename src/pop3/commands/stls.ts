@@ -1,15 +1,14 @@
+import type { CommandHandler } from '../command-context.js';
 import { okLine } from '../responses.js';
-import { args, type CommandHandler } from './command.js';
+import { args } from './command.js';
 
 /** STLS (RFC 2595): TLS on the plain port, before logging in. */
 export const STLS: CommandHandler = {
   states: ['authorization'],
   acceptsArgs: args.none,
-  async run(session) {
-    if (!session.services.policy.tlsAvailable) return session.protocolError('STLS is not available on this server.');
-    if (session.io.secure) return session.protocolError('TLS is already in use.');
-    // Everything the client said before TLS is forgotten (RFC 2595 section 4).
-    session.pendingUser = undefined;
-    await session.io.startTls(okLine('Begin TLS negotiation.'));
+  async run(context) {
+    if (!context.services.policy.tlsAvailable) return context.protocolError('STLS is not available on this server.');
+    if (context.secure) return context.protocolError('TLS is already in use.');
+    await context.startTls(okLine('Begin TLS negotiation.'));
   },
 };
