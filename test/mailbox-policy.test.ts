@@ -5,26 +5,25 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
-import type { MailboxPolicy } from '../src/config/options.js';
 import { emptyMailbox, startDovecot, withMailbox, type Dovecot } from './support/dovecot.js';
 import { RawPop3 } from './support/pop3-client.js';
-import { settled, startProxy, type TestProxy } from './support/proxy.js';
+import { settled, startProxy, type TestProxy, type TestProxyOptions } from './support/proxy.js';
 
 let dovecot: Dovecot;
 const alice = { name: 'alice', password: 'alice-secret' };
 
 before(async () => {
   dovecot = await startDovecot();
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await dovecot?.stop();
-});
+}, { timeout: 60_000 });
 
 beforeEach(async () => {
   await emptyMailbox(dovecot, alice);
   for (let n = 1; n <= 5; n++) await dovecot.deliver('alice', `Subject: m${n}\nMessage-ID: <m${n}@policy>\n\nbody ${n}\n`);
-});
+}, { timeout: 60_000 });
 
 const withImap = <T>(run: (imap: ImapFlow) => Promise<T>, mailbox = 'INBOX') => withMailbox(dovecot, alice, run, mailbox);
 
@@ -37,7 +36,7 @@ async function store(mailbox = 'INBOX'): Promise<Array<{ subject: string; flags:
   }, mailbox);
 }
 
-async function withProxy(policy: Partial<MailboxPolicy>, run: (proxy: TestProxy) => Promise<void>): Promise<void> {
+async function withProxy(policy: TestProxyOptions['policy'], run: (proxy: TestProxy) => Promise<void>): Promise<void> {
   const proxy = await startProxy({ imapPort: dovecot.imapPort, logLevel: 'info', policy });
   try {
     await run(proxy);
@@ -47,7 +46,7 @@ async function withProxy(policy: Partial<MailboxPolicy>, run: (proxy: TestProxy)
   }
 }
 
-test('--max-messages: a session sees only the newest N messages, numbered from 1', async () => {
+test('--max-messages: a session sees only the newest N messages, numbered from 1', { timeout: 120_000 }, async () => {
   await withProxy({ maxMessages: 2 }, async (proxy) => {
     const c = await RawPop3.login(proxy.port, 'alice', 'alice-secret');
     assert.match(await c.command('STAT'), /^\+OK 2 /);
@@ -59,7 +58,7 @@ test('--max-messages: a session sees only the newest N messages, numbered from 1
   assert.deepEqual((await store()).map((m) => m.subject), ['m1', 'm2', 'm3', 'm5']);
 });
 
-test('--mark-seen: RETR sets \\Seen once the message was delivered; TOP does not; without the option nothing is marked', async () => {
+test('--mark-seen: RETR sets \\Seen once the message was delivered; TOP does not; without the option nothing is marked', { timeout: 120_000 }, async () => {
   await withProxy({ markSeen: true }, async (proxy) => {
     const c = await RawPop3.login(proxy.port, 'alice', 'alice-secret');
     await c.multiline('RETR 2');
@@ -74,7 +73,7 @@ test('--mark-seen: RETR sets \\Seen once the message was delivered; TOP does not
   assert.deepEqual((await store()).map((m) => m.flags.includes('\\Seen')), [false, true, false, false, false]);
 });
 
-test('--delete-mode move:FOLDER keeps a copy there, without the \\Deleted flag; flag leaves them flagged', async () => {
+test('--delete-mode move:FOLDER keeps a copy there, without the \\Deleted flag; flag leaves them flagged', { timeout: 120_000 }, async () => {
   await withImap((imap) => imap.mailboxCreate('Archive').then(() => undefined).catch(() => undefined));
   await withProxy({ deleteMode: { kind: 'move', folder: 'Archive' } }, async (proxy) => {
     const c = await RawPop3.login(proxy.port, 'alice', 'alice-secret');
@@ -93,7 +92,7 @@ test('--delete-mode move:FOLDER keeps a copy there, without the \\Deleted flag; 
   assert.deepEqual((await store()).map((m) => [m.subject, m.flags.includes('\\Deleted')]), [['m2', false], ['m4', true], ['m5', false]]);
 });
 
-test('--greeting, --login-delay and --expire: the banner, CAPA, and [LOGIN-DELAY] for a login too soon', async () => {
+test('--greeting, --login-delay and --expire: the banner, CAPA, and [LOGIN-DELAY] for a login too soon', { timeout: 120_000 }, async () => {
   const proxy = await startProxy({ imapPort: dovecot.imapPort, logLevel: 'info', policy: { greeting: 'Mail gateway of Example Corp.', loginDelayS: 60, expire: 'NEVER' } });
   try {
     const c = await RawPop3.connect(proxy.port);

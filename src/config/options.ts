@@ -7,7 +7,6 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import yargs from 'yargs';
 import type { ImapTlsMode } from '../imap/imap-client.js';
-import type { DeleteMode } from '../imap/imap-maildrop.js';
 import { needsLocalUsers, parseRouting, type BackendEndpoint, type Routing } from './profiles.js';
 import { loadTlsCredentials } from '../tls/tls-credentials.js';
 import { DEFAULT_UIDL_FORMAT } from '../imap/uidl-format.js';
@@ -46,7 +45,6 @@ export interface ProxyConfig {
    * login (--backend-reuse); 0 or undefined: never.
    */
   readonly backendReuseMs?: number | undefined;
-  readonly uidlFormat: string;
   /** Backend profiles (the flags make "default") and the routes of logins to them. */
   readonly routing: Routing;
   /** The proxy's own users, for profiles that log in with tokens of the proxy's own. */
@@ -61,16 +59,15 @@ export interface TlsConfig {
   readonly port: number | undefined;
 }
 
+/**
+ * What every profile's mailboxes share. What QUIT does with deleted messages, whether \Deleted
+ * is stored at DELE and the UIDL format are each profile's own (profiles.ts): the flags only
+ * set the default profile's.
+ */
 export interface MailboxPolicy {
   /** Serve only the newest this many messages. */
   readonly maxMessages: number | undefined;
   readonly markSeen: boolean;
-  readonly deleteMode: DeleteMode;
-  /**
-   * Store \Deleted at DELE (and take it back at RSET) instead of at QUIT: other IMAP clients see
-   * the deletion at once, but a proxy killed mid-session leaves the flags behind.
-   */
-  readonly flagOnDele: boolean;
   /** The text after "+OK" in the greeting. */
   readonly greeting: string;
   /** Minimum time between two logins of one user (announced as LOGIN-DELAY). */
@@ -276,7 +273,8 @@ function validate(raw: Raw, at: (key: string) => string, file: ConfigFile): Prox
     servername: raw['imap-servername'],
   };
   const deleteMode = parseDeleteMode(at('delete-mode'), raw['delete-mode']);
-  const routing = parseRouting(file.profiles, file.routes, { imap, deleteMode, flagOnDele: raw['flag-on-dele'], uidlFormat, auth: { grant: 'password' } }, file.path ?? '--config');
+  const defaults = { imap, deleteMode, flagOnDele: raw['flag-on-dele'], uidlFormat, auth: { grant: 'password' as const } };
+  const routing = parseRouting(file.profiles, file.routes, defaults, file.path ?? '--config');
   const usersFile = raw['users-file'];
   if (needsLocalUsers(routing) && usersFile === undefined) throw new ConfigError(`${at('users-file')} is required: a profile logs in with tokens of the proxy's own, so the proxy must check its clients itself`);
   return {
@@ -296,8 +294,6 @@ function validate(raw: Raw, at: (key: string) => string, file: ConfigFile): Prox
     policy: {
       maxMessages: raw['max-messages'] === undefined ? undefined : count(at('max-messages'), raw['max-messages']),
       markSeen: raw['mark-seen'],
-      deleteMode,
-      flagOnDele: raw['flag-on-dele'],
       greeting: greeting(at('greeting'), raw.greeting),
       loginDelayS: raw['login-delay'] === undefined ? undefined : seconds(at('login-delay'), raw['login-delay']) / 1000,
       expire: raw.expire === undefined ? undefined : expire(at('expire'), raw.expire),
@@ -310,7 +306,6 @@ function validate(raw: Raw, at: (key: string) => string, file: ConfigFile): Prox
     backendTimeoutMs: seconds(at('backend-timeout'), raw['backend-timeout']),
     backendConnectTimeoutMs: seconds(at('backend-connect-timeout'), raw['backend-connect-timeout']),
     backendReuseMs: backendReuse(at('backend-reuse'), raw['backend-reuse']),
-    uidlFormat,
     routing,
     usersFile,
     log: { level: raw['log-level'], format: raw['log-format'] },

@@ -4,7 +4,7 @@
  */
 import { Writable } from 'node:stream';
 import type { AbuseLimits, MailboxPolicy, ProxyConfig } from '../../src/config/options.js';
-import { parseRouting, type BackendEndpoint } from '../../src/config/profiles.js';
+import { parseRouting, type BackendEndpoint, type ProfileSettings } from '../../src/config/profiles.js';
 import type { ImapTlsMode } from '../../src/imap/imap-client.js';
 import type { LockRegistry } from '../../src/lock/lock-registry.js';
 import { createLogger, type LogFormat, type LogLevel } from '../../src/logging/logger.js';
@@ -46,7 +46,8 @@ export interface TestProxyOptions {
   imapVerifyTls?: boolean;
   /** Serve /metrics, /healthz and /readyz on a free port (server.metricsAddress). */
   metrics?: boolean;
-  policy?: Partial<MailboxPolicy>;
+  /** The mailbox policy, and the default profile's delete mode and --flag-on-dele. */
+  policy?: Partial<MailboxPolicy & Pick<ProfileSettings, 'deleteMode' | 'flagOnDele'>>;
   proxyProtocol?: boolean;
   /** Shared state (locks, failed-login throttle, LOGIN-DELAY) in this Redis; ttlMs is --lock-ttl. */
   lockRedis?: { url: string; ttlMs: number };
@@ -83,18 +84,17 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
     mailbox: options.mailbox ?? 'INBOX',
     servername: options.imapServername,
   };
+  const { deleteMode = { kind: 'expunge' }, flagOnDele = false, ...given } = options.policy ?? {};
   const policy: MailboxPolicy = {
     maxMessages: undefined,
     markSeen: false,
-    deleteMode: { kind: 'expunge' },
-    flagOnDele: false,
     greeting: 'POP3 server ready.',
     loginDelayS: undefined,
     expire: undefined,
-    ...options.policy,
+    ...given,
   };
   const uidlFormat = options.uidlFormat ?? '%08Xu%08Xv';
-  const defaults = { imap, deleteMode: policy.deleteMode, flagOnDele: policy.flagOnDele, uidlFormat, auth: { grant: 'password' as const } };
+  const defaults = { imap, deleteMode, flagOnDele, uidlFormat, auth: { grant: 'password' as const } };
   const config: ProxyConfig = {
     listen: { host: options.listenHost ?? '127.0.0.1', port: 0 },
     imap,
@@ -110,7 +110,6 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
     backendTimeoutMs: options.backendTimeoutMs ?? 30_000,
     backendConnectTimeoutMs: options.backendConnectTimeoutMs ?? 5000,
     backendReuseMs: options.backendReuseMs ?? 0,
-    uidlFormat,
     routing: parseRouting(options.profiles, options.routes, defaults, 'the test configuration'),
     usersFile: options.usersFile,
     log: { level: options.logLevel ?? 'debug', format: options.logFormat ?? 'text' },
