@@ -28,12 +28,12 @@ before(async () => {
   });
   await dovecot.deliver('alice', 'Subject: one\r\nMessage-ID: <1@abuse>\r\n\r\nbody\r\n');
   await dovecot.deliver('bob', 'Subject: one\r\nMessage-ID: <2@abuse>\r\n\r\nbody\r\n');
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   for (const p of proxies) await p.close();
   await dovecot?.stop();
-});
+}, { timeout: 60_000 });
 
 async function proxyWith(limits: Partial<AbuseLimits>, idleTimeoutMs?: number): Promise<TestProxy> {
   const p = await startProxy({ imapPort: dovecot.imapPort, limits, logLevel: 'info', ...(idleTimeoutMs ? { idleTimeoutMs } : {}) });
@@ -93,7 +93,7 @@ async function timedFailure(c: RawPop3, u: TestUser, guess: string): Promise<num
 // ---------------------------------------------------------------------------------------------
 // Connection counts
 
-test('maxConnections 3: the fourth connection gets -ERR [SYS/TEMP] and is closed; a freed slot is reused', async () => {
+test('maxConnections 3: the fourth connection gets -ERR [SYS/TEMP] and is closed; a freed slot is reused', { timeout: 120_000 }, async () => {
   const p = await proxyWith({ maxConnections: 3 });
   const open = [await RawPop3.connect(p.port), await RawPop3.connect(p.port), await connectFrom(p.port, OTHER_ADDRESS)];
   for (const c of open) assert.match(c.greeting, /^\+OK/);
@@ -115,7 +115,7 @@ test('maxConnections 3: the fourth connection gets -ERR [SYS/TEMP] and is closed
   for (const c of [open[2]!, again]) c.destroy();
 });
 
-test('maxConnectionsPerIp 2: a third from 127.0.0.1 is refused, one from 127.0.0.2 is admitted', async () => {
+test('maxConnectionsPerIp 2: a third from 127.0.0.1 is refused, one from 127.0.0.2 is admitted', { timeout: 120_000 }, async () => {
   const p = await proxyWith({ maxConnectionsPerIp: 2 });
   const a = [await RawPop3.connect(p.port), await RawPop3.connect(p.port)];
   const third = await RawPop3.connect(p.port);
@@ -135,7 +135,7 @@ test('maxConnectionsPerIp 2: a third from 127.0.0.1 is refused, one from 127.0.0
 // ---------------------------------------------------------------------------------------------
 // Failed logins
 
-test('maxAuthFailures 2: the second failed login is answered, then the connection is closed', async () => {
+test('maxAuthFailures 2: the second failed login is answered, then the connection is closed', { timeout: 120_000 }, async () => {
   const p = await proxyWith({ maxAuthFailures: 2, authFailDelayMs: 0 });
   const c = await RawPop3.connect(p.port);
   await timedFailure(c, alice, 'wrong-1');
@@ -160,7 +160,7 @@ test('maxAuthFailures 2: the second failed login is answered, then the connectio
   ok.destroy();
 });
 
-test('authFailDelayMs 2000: failures from one address are answered later and later, up to the limit; other addresses are not slowed', async (t) => {
+test('authFailDelayMs 2000: failures from one address are answered later and later, up to the limit; other addresses are not slowed', { timeout: 120_000 }, async (t) => {
   const p = await proxyWith({ authFailDelayMs: 2000, maxAuthFailures: 100 });
   const times: number[] = [];
   // One connection per failure: the delay belongs to the address, not to the connection.
@@ -195,7 +195,7 @@ test('authFailDelayMs 2000: failures from one address are answered later and lat
 // ---------------------------------------------------------------------------------------------
 // Protocol errors
 
-test('maxErrors 3: after three protocol errors in a row the connection is closed with a final -ERR', async () => {
+test('maxErrors 3: after three protocol errors in a row the connection is closed with a final -ERR', { timeout: 120_000 }, async () => {
   const p = await proxyWith({ maxErrors: 3 });
   const c = await RawPop3.connect(p.port);
   assert.match(await c.command('XYZZY'), /^-ERR/);
@@ -218,7 +218,7 @@ test('maxErrors 3: after three protocol errors in a row the connection is closed
   assert.match(lines[2]!, /Too many errors/);
 });
 
-test('maxErrors 3: unknown and refused commands between good ones never close the connection', async () => {
+test('maxErrors 3: unknown and refused commands between good ones never close the connection', { timeout: 120_000 }, async () => {
   const p = await proxyWith({ maxErrors: 3 });
   const c = await RawPop3.connect(p.port);
   await login(c, alice);
@@ -236,7 +236,7 @@ test('maxErrors 3: unknown and refused commands between good ones never close th
 // ---------------------------------------------------------------------------------------------
 // Time to log in
 
-test('authTimeoutMs 1000: a connection that does not log in is closed after about a second', async () => {
+test('authTimeoutMs 1000: a connection that does not log in is closed after about a second', { timeout: 120_000 }, async () => {
   const p = await proxyWith({ authTimeoutMs: 1000 }, 60_000);
   const started = Date.now();
 
@@ -273,7 +273,7 @@ test('authTimeoutMs 1000: a connection that does not log in is closed after abou
   fast.destroy();
 });
 
-test('authTimeoutMs 1000: a login still being checked at the deadline ends with a final -ERR, not a silent drop', async () => {
+test('authTimeoutMs 1000: a login still being checked at the deadline ends with a final -ERR, not a silent drop', { timeout: 120_000 }, async () => {
   // An IMAP server that greets and then never answers: the login is still in progress when the
   // authentication deadline passes.
   const backendSockets = new Set<net.Socket>();
@@ -307,7 +307,7 @@ test('authTimeoutMs 1000: a login still being checked at the deadline ends with 
   }
 });
 
-test('authTimeoutMs: a logged-in session is then subject to the idle timeout only', async () => {
+test('authTimeoutMs: a logged-in session is then subject to the idle timeout only', { timeout: 120_000 }, async () => {
   const p = await proxyWith({ authTimeoutMs: 1000 }, 2500);
   const c = await RawPop3.connect(p.port);
   await login(c, bob);

@@ -29,12 +29,12 @@ before(async () => {
     await dovecot.deliver('carol', `Subject: carol ${i}\r\n\r\ncarol body ${i}\r\n`);
   }
   relay = await startRelay(dovecot.imapPort);
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await relay?.close();
   await dovecot?.stop();
-});
+}, { timeout: 60_000 });
 
 async function withProxy(options: Partial<TestProxyOptions>, run: (proxy: TestProxy) => Promise<void>): Promise<void> {
   const proxy = await startProxy({ imapPort: relay.port, backendReuseMs: 30_000, logLevel: 'info', ...options });
@@ -87,7 +87,7 @@ async function idle(proxy: TestProxy): Promise<void> {
   await new Promise((r) => setTimeout(r, 50));
 }
 
-test('the next session of the same login is served by the kept connection, byte for byte as Dovecot serves it', async () => {
+test('the next session of the same login is served by the kept connection, byte for byte as Dovecot serves it', { timeout: 120_000 }, async () => {
   await withProxy({}, async (proxy) => {
     const reference = await native(alice);
     const first = relay.connections;
@@ -106,7 +106,7 @@ test('the next session of the same login is served by the kept connection, byte 
   });
 });
 
-test('a kept connection sees what the last session removed, and mail that arrived since', async () => {
+test('a kept connection sees what the last session removed, and mail that arrived since', { timeout: 120_000 }, async () => {
   await withProxy({}, async (proxy) => {
     await settled(proxy, carol.name, carol.password);
     await idle(proxy);
@@ -129,7 +129,7 @@ test('a kept connection sees what the last session removed, and mail that arrive
   });
 });
 
-test('a wrong password after a good session gets [AUTH] and never the kept connection', async () => {
+test('a wrong password after a good session gets [AUTH] and never the kept connection', { timeout: 120_000 }, async () => {
   await withProxy({}, async (proxy) => {
     await session(proxy.port, alice);
     await idle(proxy);
@@ -148,7 +148,7 @@ test('a wrong password after a good session gets [AUTH] and never the kept conne
   });
 });
 
-test('two users never share a connection: each gets only what was logged in as them', async () => {
+test('two users never share a connection: each gets only what was logged in as them', { timeout: 120_000 }, async () => {
   await withProxy({}, async (proxy) => {
     await session(proxy.port, alice);
     await idle(proxy);
@@ -165,7 +165,7 @@ test('two users never share a connection: each gets only what was logged in as t
   });
 });
 
-test('a password changed on the server is honoured once the reuse time since the last login is over', async () => {
+test('a password changed on the server is honoured once the reuse time since the last login is over', { timeout: 120_000 }, async () => {
   const reuseMs = 1500;
   await withProxy({ backendReuseMs: reuseMs }, async (proxy) => {
     const passwd = join(dovecot.dir, 'passwd');
@@ -189,7 +189,7 @@ test('a password changed on the server is honoured once the reuse time since the
   });
 });
 
-test('a session that ends abnormally after DELE leaves no \\Deleted flag on the connection it leaves behind', async () => {
+test('a session that ends abnormally after DELE leaves no \\Deleted flag on the connection it leaves behind', { timeout: 120_000 }, async () => {
   await withProxy({ policy: { flagOnDele: true } }, async (proxy) => {
     await session(proxy.port, bob);
     await idle(proxy);
@@ -209,7 +209,7 @@ test('a session that ends abnormally after DELE leaves no \\Deleted flag on the 
   });
 });
 
-test('--backend-reuse 0: every session logs in on a new connection', async () => {
+test('--backend-reuse 0: every session logs in on a new connection', { timeout: 120_000 }, async () => {
   await withProxy({ backendReuseMs: 0 }, async (proxy) => {
     const before = relay.connections;
     await session(proxy.port, alice);
@@ -221,7 +221,7 @@ test('--backend-reuse 0: every session logs in on a new connection', async () =>
   });
 });
 
-test('a kept connection the server closed meanwhile is replaced by a new login, unnoticed by the client', async () => {
+test('a kept connection the server closed meanwhile is replaced by a new login, unnoticed by the client', { timeout: 120_000 }, async () => {
   await withProxy({}, async (proxy) => {
     await session(proxy.port, alice);
     await idle(proxy);

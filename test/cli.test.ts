@@ -20,17 +20,17 @@ before(async () => {
   dovecot = await startDovecot();
   await dovecot.deliver('alice', 'Subject: cli\nMessage-ID: <cli@test>\n\nfrom the cli test\n');
   for (const n of [1, 2]) await dovecot.deliver('bob', `Subject: bob ${n}\n\nbob's message ${n}\n`);
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await dovecot?.stop();
-});
+}, { timeout: 60_000 });
 
 function run(args: string[], env: Record<string, string> = {}) {
   return spawnSync(process.execPath, [cli, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, encoding: 'utf8', timeout: 20_000 });
 }
 
-test('--help lists every flag with its default', () => {
+test('--help lists every flag with its default', { timeout: 120_000 }, () => {
   const r = run(['--help']);
   assert.equal(r.status, 0);
   for (const flag of ['--imap-host', '--imap-port', '--imap-tls', '--imap-tls-verify', '--imap-ca', '--mailbox', '--host', '--port',
@@ -43,7 +43,7 @@ test('--help lists every flag with its default', () => {
   assert.match(r.stdout, /default: 600/);
 });
 
-test('bad values end the program at once with one line naming the flag and exit status 2', () => {
+test('bad values end the program at once with one line naming the flag and exit status 2', { timeout: 120_000 }, () => {
   const cases: Array<[string[], RegExp]> = [
     [['--imap-host', 'h', '--port', '70000'], /--port/],
     [['--imap-host', 'h', '--imap-port', 'abc'], /--imap-port/],
@@ -63,12 +63,12 @@ test('bad values end the program at once with one line naming the flag and exit 
   }
 });
 
-test('flags come from POP3PROXY_* environment variables, and flags win', () => {
+test('flags come from POP3PROXY_* environment variables, and flags win', { timeout: 120_000 }, () => {
   assert.match(run([], { POP3PROXY_IMAP_HOST: 'h', POP3PROXY_PORT: '70000' }).stderr, /POP3PROXY_PORT: 70000/);
   assert.match(run(['--port', '70001'], { POP3PROXY_IMAP_HOST: 'h', POP3PROXY_PORT: '70000' }).stderr, /--port: 70001/);
 });
 
-test('--config reads YAML or JSON; flags win over the environment, which wins over the file', async () => {
+test('--config reads YAML or JSON; flags win over the environment, which wins over the file', { timeout: 120_000 }, async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'pop3-config-'));
   try {
     const yamlFile = path.join(dir, 'proxy.yaml');
@@ -118,7 +118,7 @@ async function startCli(port: number, extra: string[] = []) {
   return { child, output, exited };
 }
 
-test('the built program serves a mailbox and stops cleanly on SIGTERM', async () => {
+test('the built program serves a mailbox and stops cleanly on SIGTERM', { timeout: 120_000 }, async () => {
   const port = await freePort();
   const { child, output, exited } = await startCli(port, ['--shutdown-grace', '0']);
   const stderr = () => output.stderr;
@@ -137,7 +137,7 @@ test('the built program serves a mailbox and stops cleanly on SIGTERM', async ()
   }
 });
 
-test('SIGTERM with sessions in flight: no new connections, a session that QUITs within the grace expunges, the rest are ended safely', async () => {
+test('SIGTERM with sessions in flight: no new connections, a session that QUITs within the grace expunges, the rest are ended safely', { timeout: 120_000 }, async () => {
   const port = await freePort();
   const { child, output, exited } = await startCli(port, ['--shutdown-grace', '3']);
   const timeline: string[] = [];

@@ -26,13 +26,13 @@ before(async () => {
   for (const u of users) for (const m of messages) await dovecot.deliver(u.name, m.data);
   proxy = await startProxy({ imapPort: dovecot.imapPort, logLevel: 'info' });
   work = await mkdtemp(path.join(os.tmpdir(), 'pop3-clients-'));
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await proxy?.close();
   await dovecot?.stop();
   if (work) await rm(work, { recursive: true, force: true });
-});
+}, { timeout: 60_000 });
 
 const user = (name: string) => users.find((u) => u.name === name)!;
 
@@ -77,7 +77,7 @@ async function storeCount(name: string): Promise<number> {
   }
 }
 
-test('curl downloads every message byte for byte', async () => {
+test('curl downloads every message byte for byte', { timeout: 120_000 }, async () => {
   const got: Buffer[] = [];
   const auth = `${user('curl').name}:${user('curl').password}`;
   const list = await run('curl', ['-sS', '--max-time', '60', '-u', auth, `pop3://127.0.0.1:${proxy.port}/`]);
@@ -92,7 +92,7 @@ test('curl downloads every message byte for byte', async () => {
   assert.ok(got[plain]!.equals(Buffer.from(messages[plain]!.data.toString('latin1').replace(/\n/g, '\r\n'), 'latin1')));
 });
 
-test('python3 poplib downloads and deletes every message', async () => {
+test('python3 poplib downloads and deletes every message', { timeout: 120_000 }, async () => {
   const script = `
 import poplib, sys, json, base64
 p = poplib.POP3('127.0.0.1', int(sys.argv[1]), timeout=60)
@@ -112,7 +112,7 @@ print(json.dumps(out))
   assert.equal(await storeCount('poplib'), 0);
 });
 
-test('fetchmail fetches and deletes every message', async () => {
+test('fetchmail fetches and deletes every message', { timeout: 120_000 }, async () => {
   const dir = path.join(work, 'fetchmail');
   const out = path.join(dir, 'out');
   await mkdir(out, { recursive: true });
@@ -132,7 +132,7 @@ test('fetchmail fetches and deletes every message', async () => {
   assert.equal(await storeCount('fetchmail'), 0);
 });
 
-test('mpop (pipelining) fetches into a maildir and deletes every message', async () => {
+test('mpop (pipelining) fetches into a maildir and deletes every message', { timeout: 120_000 }, async () => {
   const dir = path.join(work, 'mpop');
   const maildir = path.join(dir, 'Maildir');
   for (const sub of ['new', 'cur', 'tmp']) await mkdir(path.join(maildir, sub), { recursive: true });

@@ -57,7 +57,7 @@ interface CliProcess {
 
 before(async () => {
   dovecot = await startDovecot();
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   for (const c of clients) c.destroy();
@@ -66,7 +66,7 @@ after(async () => {
     await within(p.exit, EXIT_TIMEOUT_MS, 'a proxy process to exit').catch(() => undefined);
   }
   await dovecot?.stop();
-});
+}, { timeout: 120_000 });
 
 /** Runs the built CLI against the test Dovecot on a free port; resolves once it listens. */
 async function startCli(extraArgs: string[] = [], imapPort = dovecot.imapPort): Promise<CliProcess> {

@@ -22,7 +22,7 @@ before(async () => {
   proxy = await startProxy({ imapPort: dovecot.imapPort, logLevel: 'info' });
   native = await open(dovecot.pop3Port);
   proxied = await open(proxy.port);
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   for (const c of [native, proxied]) {
@@ -31,7 +31,7 @@ after(async () => {
   }
   await proxy?.close();
   await dovecot?.stop();
-});
+}, { timeout: 60_000 });
 
 async function open(port: number): Promise<RawPop3> {
   const c = await RawPop3.connect(port);
@@ -51,11 +51,11 @@ async function both(command: string): Promise<{ native: Buffer; proxied: Buffer 
   return { native: answers[0]!, proxied: answers[1]! };
 }
 
-test('STAT is equal', async () => {
+test('STAT is equal', { timeout: 120_000 }, async () => {
   assert.equal(await proxied.command('STAT'), await native.command('STAT'));
 });
 
-test('LIST and UIDL are equal, whole and per message', async () => {
+test('LIST and UIDL are equal, whole and per message', { timeout: 120_000 }, async () => {
   for (const command of ['LIST', 'UIDL']) {
     const r = await both(command);
     assert.deepEqual(r.proxied.toString(), r.native.toString(), command);
@@ -66,7 +66,7 @@ test('LIST and UIDL are equal, whole and per message', async () => {
   }
 });
 
-test('RETR returns the same bytes for every message of the corpus', async () => {
+test('RETR returns the same bytes for every message of the corpus', { timeout: 120_000 }, async () => {
   let bytes = 0;
   for (let n = 1; n <= messages.length; n++) {
     const r = await both(`RETR ${n}`);
@@ -76,7 +76,7 @@ test('RETR returns the same bytes for every message of the corpus', async () => 
   assert.ok(bytes > 3_000_000);
 });
 
-test('TOP returns the same bytes for every message and line count', async () => {
+test('TOP returns the same bytes for every message and line count', { timeout: 120_000 }, async () => {
   for (let n = 1; n <= messages.length; n++) {
     for (const lines of [0, 1, 2, 10, 99999999]) {
       const r = await both(`TOP ${n} ${lines}`);
@@ -85,7 +85,7 @@ test('TOP returns the same bytes for every message and line count', async () => 
   }
 });
 
-test('the sizes LIST reports equal the bytes RETR delivers (before stuffing)', async () => {
+test('the sizes LIST reports equal the bytes RETR delivers (before stuffing)', { timeout: 120_000 }, async () => {
   for (let n = 1; n <= messages.length; n++) {
     const size = Number((await proxied.command(`LIST ${n}`)).split(' ')[2]);
     const body = (await proxied.multiline(`RETR ${n}`)).body;

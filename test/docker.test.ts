@@ -52,7 +52,7 @@ before(async () => {
   for (const m of messages) await dovecot.deliver('alice', m.data);
   for (let i = 1; i <= 3; i++) await dovecot.deliver('bob', `Subject: keep ${i}\nMessage-ID: <keep${i}@docker.test>\n\nmessage ${i}\n`);
   buildSeconds = await buildProxyImage(IMAGE);
-});
+}, { timeout: 1_200_000 }); // building the image may take its full 15 min (buildProxyImage)
 
 after(async () => {
   for (const stack of stacks) await stack.down();
@@ -60,7 +60,7 @@ after(async () => {
   await dovecot?.stop();
   if (work) await rm(work, { recursive: true, force: true });
   if (setup.startedDaemon !== undefined) await stopDaemon(setup.startedDaemon);
-});
+}, { timeout: 600_000 }); // each compose stack may take 210 s to go down
 
 /** A diagnostic of several lines, one line each (the TAP output keeps them readable). */
 function say(t: TestContext, text: string): void {

@@ -19,16 +19,16 @@ const alice = { name: 'alice', password: 'alice-secret' };
 before(async () => {
   dovecot = await startDovecot();
   proxy = await startProxy({ imapPort: dovecot.imapPort, logLevel: 'info' });
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await proxy?.close();
   await dovecot?.stop();
-});
+}, { timeout: 60_000 });
 
 beforeEach(async () => {
   await emptyMailbox(dovecot, alice);
-});
+}, { timeout: 60_000 });
 
 const withImap = <T>(run: (imap: ImapFlow) => Promise<T>) => withMailbox(dovecot, alice, run);
 const loginAlice = (port: number) => RawPop3.login(port, alice.name, alice.password);
@@ -64,7 +64,7 @@ async function listings(): Promise<{ native: string; proxied: string }> {
 }
 
 
-test('a mailbox changed between sessions is listed afresh: new, expunged and re-flagged messages', async () => {
+test('a mailbox changed between sessions is listed afresh: new, expunged and re-flagged messages', { timeout: 120_000 }, async () => {
   for (let i = 1; i <= 6; i++) await dovecot.deliver('alice', `Subject: m${i}\n\n${'body\n'.repeat(i)}`);
   // The first session leaves the listing behind for the next.
   let r = await listings();
@@ -80,7 +80,7 @@ test('a mailbox changed between sessions is listed afresh: new, expunged and re-
   assert.match(r.proxied, /^\+OK 6 /);
 });
 
-test('a \\Deleted flag another client set since the last session is not taken away by our abandoned DELE', async () => {
+test('a \\Deleted flag another client set since the last session is not taken away by our abandoned DELE', { timeout: 120_000 }, async () => {
   for (let i = 1; i <= 3; i++) await dovecot.deliver('alice', `Subject: m${i}\n\nbody\n`);
   await quit(await loginAlice(proxy.port));
   // Only a flag changes: the message count and UIDNEXT stay as the proxy saw them.
@@ -93,7 +93,7 @@ test('a \\Deleted flag another client set since the last session is not taken aw
   assert.deepEqual(await deletedFlags(), [true, false, false]);
 });
 
-test('a \\Deleted flag another client removed since the last session is taken back after our abandoned DELE', async () => {
+test('a \\Deleted flag another client removed since the last session is taken back after our abandoned DELE', { timeout: 120_000 }, async () => {
   for (let i = 1; i <= 3; i++) await dovecot.deliver('alice', `Subject: m${i}\n\nbody\n`);
   await withImap((imap) => imap.messageFlagsAdd('2', ['\\Deleted']));
   await quit(await loginAlice(proxy.port));
@@ -132,7 +132,7 @@ async function pipelinedRetr(port: number, order: number[]): Promise<Buffer[]> {
   return bodies;
 }
 
-test('pipelined RETRs in order, in reverse and shuffled return the bytes Dovecot\'s POP3 returns', async () => {
+test('pipelined RETRs in order, in reverse and shuffled return the bytes Dovecot\'s POP3 returns', { timeout: 120_000 }, async () => {
   const count = await fillMixed();
   const inOrder = Array.from({ length: count }, (_, i) => i + 1);
   const shuffled = [...inOrder].sort((a, b) => ((a * 7919) % 101) - ((b * 7919) % 101));
@@ -144,7 +144,7 @@ test('pipelined RETRs in order, in reverse and shuffled return the bytes Dovecot
   }
 });
 
-test('messages deleted in the session or expunged by another client while the client walks the mailbox', async () => {
+test('messages deleted in the session or expunged by another client while the client walks the mailbox', { timeout: 120_000 }, async () => {
   for (let i = 1; i <= 40; i++) await dovecot.deliver('alice', `Subject: m${i}\n\n${`line ${i}\n`.repeat(i * 10)}`);
   const native = await pipelinedRetr(dovecot.pop3Port, [1, 2, 3, 4, 5, 6, 10, 20, 30, 40]);
   const c = await loginAlice(proxy.port);
@@ -169,7 +169,7 @@ test('messages deleted in the session or expunged by another client while the cl
   await quit(c);
 });
 
-test('backend connection cut while messages are read ahead: what arrives whole is exact, then the connection closes', async () => {
+test('backend connection cut while messages are read ahead: what arrives whole is exact, then the connection closes', { timeout: 120_000 }, async () => {
   for (let i = 0; i < 200; i++) await dovecot.deliver('alice', mimeMessage(i, 20_000));
   const native = await pipelinedRetr(dovecot.pop3Port, Array.from({ length: 200 }, (_, i) => i + 1));
   const relay = await startRelay(dovecot.imapPort);

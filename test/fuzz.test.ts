@@ -64,12 +64,12 @@ before(async () => {
       maxErrors: 40,
     },
   });
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await proxy?.close();
   await dovecot?.stop();
-});
+}, { timeout: 60_000 });
 
 // ---------------------------------------------------------------------------------------------
 // A seeded generator (mulberry32)
@@ -544,7 +544,7 @@ async function normalSession(): Promise<void> {
   await c.waitClose();
 }
 
-test(`random and adversarial streams (seed ${SEED}; SEED=${SEED} replays)`, async (t) => {
+test(`random and adversarial streams (seed ${SEED}; SEED=${SEED} replays)`, { timeout: 120_000 }, async (t) => {
   t.diagnostic(`seed ${SEED}`);
   console.log(`fuzz seed ${SEED} (set SEED=${SEED} to replay)`);
   const master = new Rng(SEED);

@@ -100,7 +100,7 @@ function trickyMessage(id: string, size: number): Buffer {
 beforeEach(async () => {
   for (const p of [gmail, gmailFlag, plainFlag]) await within(30_000, 'settling', settled(p));
   await resetMailbox(5);
-});
+}, { timeout: 120_000 });
 
 test('the relay auto-expunges: an IMAP client that flags \\Deleted sees the message gone at once', TEST, async () => {
   const imap = new ImapFlow({ host: '127.0.0.1', port: relay.port, secure: false, doSTARTTLS: false, auth: { user: alice.name, pass: alice.password }, logger: false });

@@ -17,11 +17,11 @@ let work: string;
 
 before(async () => {
   work = await mkdtemp(path.join(os.tmpdir(), 'pop3-health-'));
-});
+}, { timeout: 30_000 });
 
 after(async () => {
   if (work) await rm(work, { recursive: true, force: true });
-});
+}, { timeout: 30_000 });
 
 function healthcheck(args: string[], env: Record<string, string> = {}) {
   return spawnSync(process.execPath, [cli, 'healthcheck', ...args], { env: { PATH: process.env.PATH ?? '', ...env }, encoding: 'utf8', timeout: 20_000 });
@@ -41,7 +41,7 @@ async function startProxy(statusFile: string, extra: string[], env: Record<strin
   return { child, exited, stderr: () => stderr };
 }
 
-test('the status file holds the addresses really listened on (port 0 included), and the health check asks /healthz there', async () => {
+test('the status file holds the addresses really listened on (port 0 included), and the health check asks /healthz there', { timeout: 120_000 }, async () => {
   const statusFile = path.join(work, 'flag.json');
   const proxy = await startProxy(statusFile, ['--metrics-host', '127.0.0.1', '--metrics-port', '0', '--status-file', statusFile]);
   try {
@@ -65,7 +65,7 @@ test('the status file holds the addresses really listened on (port 0 included), 
   assert.match(gone.stderr, /^pop3-imap-proxy healthcheck: cannot read .*flag\.json/);
 });
 
-test('the health check fails, saying why: no status file named, no metrics endpoint, a proxy that is gone', async () => {
+test('the health check fails, saying why: no status file named, no metrics endpoint, a proxy that is gone', { timeout: 120_000 }, async () => {
   const none = healthcheck([]);
   assert.equal(none.status, 1);
   assert.match(none.stderr, /no status file: give its path, or set POP3PROXY_STATUS_FILE/);

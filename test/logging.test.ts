@@ -76,7 +76,7 @@ test('JSON log format: one object per line, the session summary carries stable f
 /** The session ids on the lines of a text log, by line. */
 const cidOf = (line: string) => /^\S+ \w+: cid=([A-Za-z0-9_-]{8}) /.exec(line)?.[1];
 
-test('one session id on every line of a session, imapflow\'s and the lock\'s included, and the same id in the mail server\'s log', async () => {
+test('one session id on every line of a session, imapflow\'s and the lock\'s included, and the same id in the mail server\'s log', { timeout: 120_000 }, async () => {
   const proxy = await startProxy({ imapPort: dovecot.imapPort, logLevel: 'debug' });
   try {
     for (let i = 0; i < 2; i++) {
@@ -104,7 +104,7 @@ test('one session id on every line of a session, imapflow\'s and the lock\'s inc
   }
 });
 
-test('client text is logged with its control characters escaped; a user name holding one is refused with [AUTH], no backend asked', async () => {
+test('client text is logged with its control characters escaped; a user name holding one is refused with [AUTH], no backend asked', { timeout: 120_000 }, async () => {
   const proxy = await startProxy({ imapPort: dovecot.imapPort, logLevel: 'debug' });
   const before = dovecotLog(dovecot).length;
   try {

@@ -29,13 +29,13 @@ before(async () => {
   dovecot = await startDovecot();
   proxy = await startProxy({ imapPort: dovecot.imapPort });
   early = await startProxy({ imapPort: dovecot.imapPort, policy: { flagOnDele: true } });
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await proxy?.close();
   await early?.close();
   await dovecot?.stop();
-});
+}, { timeout: 60_000 });
 
 /** A proxy of its own for one test, in the given mode. */
 function proxyIn(flagOnDele: boolean, options: Partial<TestProxyOptions> = {}): Promise<TestProxy> {
@@ -85,9 +85,9 @@ beforeEach(async () => {
   await settled(proxy);
   await settled(early);
   await resetMailbox(5);
-});
+}, { timeout: 60_000 });
 
-test('DELE and RSET leave the store untouched; QUIT stores \\Deleted and expunges exactly the deleted messages', async () => {
+test('DELE and RSET leave the store untouched; QUIT stores \\Deleted and expunges exactly the deleted messages', { timeout: 120_000 }, async () => {
   const c = await login();
   await c.command('DELE 1');
   await c.command('DELE 3');
@@ -103,7 +103,7 @@ test('DELE and RSET leave the store untouched; QUIT stores \\Deleted and expunge
   assert.equal(anyFlagged(state), false);
 });
 
-test('--flag-on-dele: DELE flags \\Deleted at once, RSET takes this session\'s flags back', async () => {
+test('--flag-on-dele: DELE flags \\Deleted at once, RSET takes this session\'s flags back', { timeout: 120_000 }, async () => {
   const c = await login(early.port);
   await c.command('DELE 1');
   await c.command('DELE 3');
@@ -118,7 +118,7 @@ test('--flag-on-dele: DELE flags \\Deleted at once, RSET takes this session\'s f
   assert.equal(anyFlagged(state), false);
 });
 
-test('message numbers never shift after DELE; deleted ones are refused and left out of LIST', async () => {
+test('message numbers never shift after DELE; deleted ones are refused and left out of LIST', { timeout: 120_000 }, async () => {
   const c = await login();
   await c.command('DELE 1');
   const list = (await c.multiline('LIST')).body.toString();
@@ -136,7 +136,7 @@ test('message numbers never shift after DELE; deleted ones are refused and left 
 for (const mode of MODES) {
   const target = () => (mode.flagOnDele ? early : proxy);
 
-  test(`${mode.name}: DELE then QUIT expunges exactly the deleted messages`, async () => {
+  test(`${mode.name}: DELE then QUIT expunges exactly the deleted messages`, { timeout: 120_000 }, async () => {
     const c = await login(target().port);
     assert.match(await c.command('DELE 2'), /^\+OK/);
     assert.match(await c.command('DELE 4'), /^\+OK/);
@@ -148,7 +148,7 @@ for (const mode of MODES) {
     assert.equal(anyFlagged(state), false);
   });
 
-  test(`${mode.name}: another client's \\Deleted message survives our QUIT and our RSET`, async () => {
+  test(`${mode.name}: another client's \\Deleted message survives our QUIT and our RSET`, { timeout: 120_000 }, async () => {
     await withImap((imap) => imap.messageFlagsAdd('2', ['\\Deleted']));
     const c = await login(target().port);
     await c.command('DELE 4');
@@ -165,7 +165,7 @@ for (const mode of MODES) {
     assert.equal(state[1]!.deleted, true);
   });
 
-  test(`${mode.name}: a client that drops after DELE deletes nothing and leaves no flag behind`, async () => {
+  test(`${mode.name}: a client that drops after DELE deletes nothing and leaves no flag behind`, { timeout: 120_000 }, async () => {
     const c = await login(target().port);
     await c.command('DELE 1');
     await c.command('DELE 2');
@@ -174,7 +174,7 @@ for (const mode of MODES) {
     await assertUntouched();
   });
 
-  test(`${mode.name}: an idle timeout after DELE deletes nothing and leaves no flag behind`, async () => {
+  test(`${mode.name}: an idle timeout after DELE deletes nothing and leaves no flag behind`, { timeout: 120_000 }, async () => {
     const quick = await proxyIn(mode.flagOnDele, { idleTimeoutMs: 1000 });
     try {
       const c = await login(quick.port);
@@ -188,7 +188,7 @@ for (const mode of MODES) {
     await assertUntouched();
   });
 
-  test(`${mode.name}: stopping the proxy after DELE deletes nothing and leaves no flag behind`, async () => {
+  test(`${mode.name}: stopping the proxy after DELE deletes nothing and leaves no flag behind`, { timeout: 120_000 }, async () => {
     const other = await proxyIn(mode.flagOnDele);
     const c = await login(other.port);
     await c.command('DELE 1');
@@ -198,7 +198,7 @@ for (const mode of MODES) {
     await assertUntouched();
   });
 
-  test(`${mode.name}: backend connection cut mid-RETR after DELE: no final ".", nothing deleted, no flag left`, async () => {
+  test(`${mode.name}: backend connection cut mid-RETR after DELE: no final ".", nothing deleted, no flag left`, { timeout: 120_000 }, async () => {
     await dovecot.deliver('alice', `Subject: large\nMessage-ID: <large@safety>\n\n${'x'.repeat(76).concat('\n').repeat(40_000)}`);
     await behindRelay(mode.flagOnDele, async (c, relay) => {
       assert.match(await c.command('DELE 1'), /^\+OK/);
@@ -213,7 +213,7 @@ for (const mode of MODES) {
     await assertUntouched(['large']);
   });
 
-  test(`${mode.name}: backend connection cut after DELE: QUIT answers [SYS/TEMP], nothing deleted, no flag left`, async () => {
+  test(`${mode.name}: backend connection cut after DELE: QUIT answers [SYS/TEMP], nothing deleted, no flag left`, { timeout: 120_000 }, async () => {
     await behindRelay(mode.flagOnDele, async (c, relay) => {
       await c.command('DELE 2');
       relay.cutAll();
@@ -224,7 +224,7 @@ for (const mode of MODES) {
     await assertUntouched();
   });
 
-  test(`${mode.name}: a QUIT that fails after storing \\Deleted takes the flags back and answers [SYS/TEMP]`, async () => {
+  test(`${mode.name}: a QUIT that fails after storing \\Deleted takes the flags back and answers [SYS/TEMP]`, { timeout: 120_000 }, async () => {
     await behindRelay(mode.flagOnDele, async (c, relay) => {
       await c.command('DELE 2');
       await c.command('DELE 3');
@@ -238,7 +238,7 @@ for (const mode of MODES) {
   });
 }
 
-test('one session per mailbox: a second login gets [IN-USE] until the first ends', async () => {
+test('one session per mailbox: a second login gets [IN-USE] until the first ends', { timeout: 120_000 }, async () => {
   const first = await login();
   const second = await RawPop3.connect(proxy.port);
   await second.command('USER ALICE');
@@ -251,7 +251,7 @@ test('one session per mailbox: a second login gets [IN-USE] until the first ends
   second.destroy();
 });
 
-test('the snapshot stays fixed while mail arrives; the new mail shows in the next session', async () => {
+test('the snapshot stays fixed while mail arrives; the new mail shows in the next session', { timeout: 120_000 }, async () => {
   const c = await login();
   const before = await c.command('STAT');
   await dovecot.deliver('alice', 'Subject: late arrival\nMessage-ID: <late@safety>\n\nlate\n');
@@ -267,7 +267,7 @@ test('the snapshot stays fixed while mail arrives; the new mail shows in the nex
   next.destroy();
 });
 
-test('UIDL is stable across sessions and equal to Dovecot\'s own POP3 UIDL', async () => {
+test('UIDL is stable across sessions and equal to Dovecot\'s own POP3 UIDL', { timeout: 120_000 }, async () => {
   const read = async (port: number) => {
     const c = await RawPop3.connect(port);
     await c.command('USER alice');
@@ -285,7 +285,7 @@ test('UIDL is stable across sessions and equal to Dovecot\'s own POP3 UIDL', asy
   assert.equal(first.trim().split('\r\n').length, 5);
 });
 
-test('with the backend down, login fails with [SYS/TEMP] at once, without a hang', async () => {
+test('with the backend down, login fails with [SYS/TEMP] at once, without a hang', { timeout: 120_000 }, async () => {
   const relay = await startRelay(dovecot.imapPort);
   const port = relay.port;
   await relay.close();
@@ -301,7 +301,7 @@ test('with the backend down, login fails with [SYS/TEMP] at once, without a hang
   }
 });
 
-test('a backend that accepts but never greets: [SYS/TEMP] within 10 s, with the default deadlines', async () => {
+test('a backend that accepts but never greets: [SYS/TEMP] within 10 s, with the default deadlines', { timeout: 120_000 }, async () => {
   const net = await import('node:net');
   const held = new Set<import('node:net').Socket>();
   const silent = net.createServer((s) => held.add(s));

@@ -15,12 +15,12 @@ before(async () => {
   dovecot = await startDovecot();
   for (let n = 1; n <= 3; n++) await dovecot.deliver('alice', `Subject: m${n}\n\n${'x'.repeat(100 * n)}\n`);
   proxy = await startProxy({ imapPort: dovecot.imapPort, logLevel: 'info', metrics: true });
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await proxy?.close();
   await dovecot?.stop();
-});
+}, { timeout: 60_000 });
 
 async function get(path: string): Promise<{ status: number; body: string }> {
   const response = await fetch(`http://127.0.0.1:${proxy.server.metricsAddress!.port}${path}`);
@@ -33,7 +33,7 @@ function value(metrics: string, series: string): number {
   return line === undefined ? 0 : Number(line.slice(series.length + 1));
 }
 
-test('/metrics follows a real session: logins, commands, retrieved bytes, deletes, expunges, backend latency', async () => {
+test('/metrics follows a real session: logins, commands, retrieved bytes, deletes, expunges, backend latency', { timeout: 120_000 }, async () => {
   const bad = await RawPop3.connect(proxy.port);
   await bad.command('USER alice');
   assert.match(await bad.command('PASS wrong', 30_000), /^-ERR \[AUTH\]/);
@@ -63,7 +63,7 @@ test('/metrics follows a real session: logins, commands, retrieved bytes, delete
   assert.ok(value(body, 'pop3proxy_process_resident_memory_bytes') > 0);
 });
 
-test('/healthz answers while the process runs; /readyz follows the backend', async () => {
+test('/healthz answers while the process runs; /readyz follows the backend', { timeout: 120_000 }, async () => {
   assert.deepEqual(await get('/healthz'), { status: 200, body: 'ok\n' });
   assert.equal((await get('/readyz')).status, 200);
   const unreachable = await startProxy({ imapPort: 1, metrics: true });

@@ -111,14 +111,14 @@ before(async () => {
     }),
   );
   configFile = await file('config.yaml', toYaml({ 'imap-host': '127.0.0.1', 'imap-port': dovecot.imapPort, 'imap-tls': 'none', 'users-file': usersFile, profiles, routes }));
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await dovecot?.stop();
   await other?.stop();
   await oauth?.close();
   if (work) await rm(work, { recursive: true, force: true });
-});
+}, { timeout: 60_000 });
 
 function proxyWith(extra: { backendTimeoutMs?: number } = {}): Promise<TestProxy> {
   return startProxy({ imapPort: dovecot.imapPort, logLevel: 'debug', profiles, routes, usersFile, backendTimeoutMs: 20_000, ...extra });
@@ -160,7 +160,7 @@ async function pass(port: number, user: string, password: string): Promise<{ cli
   return { client, reply: await client.command(`PASS ${password}`, 30_000) };
 }
 
-test('Microsoft 365 style (client credentials, secret): python3 poplib with a local password downloads byte for byte; one token serves every login', async (t) => {
+test('Microsoft 365 style (client credentials, secret): python3 poplib with a local password downloads byte for byte; one token serves every login', { timeout: 120_000 }, async (t) => {
   await withProxy(async (proxy) => {
     const before = requestsFor('client_credentials');
     const native = await nativeRetrieve(mailboxes.invoices.name);
@@ -175,7 +175,7 @@ test('Microsoft 365 style (client credentials, secret): python3 poplib with a lo
   });
 });
 
-test('Microsoft 365 style with a certificate: the client assertion carries x5t and the token endpoint as audience', async () => {
+test('Microsoft 365 style with a certificate: the client assertion carries x5t and the token endpoint as audience', { timeout: 120_000 }, async () => {
   await withProxy(async (proxy) => {
     const before = oauth.tokenRequests.length;
     const { client, reply } = await pass(proxy.port, 'scanner@contoso.test', 'scanner-pw');
@@ -187,7 +187,7 @@ test('Microsoft 365 style with a certificate: the client assertion carries x5t a
   });
 });
 
-test('Google Workspace style (service account, JWT bearer): a token per mailbox, sub = the mailbox', async () => {
+test('Google Workspace style (service account, JWT bearer): a token per mailbox, sub = the mailbox', { timeout: 120_000 }, async () => {
   await withProxy(async (proxy) => {
     const before = oauth.tokenRequests.length;
     assert.equal(await poplibRetrieve(proxy.port, 'helpdesk@fabrikam.test', 'helpdesk-pw'), await nativeRetrieve(mailboxes.support.name));
@@ -196,7 +196,7 @@ test('Google Workspace style (service account, JWT bearer): a token per mailbox,
   });
 });
 
-test('a wrong local password gets -ERR [AUTH] and touches no token; an unknown login likewise', async () => {
+test('a wrong local password gets -ERR [AUTH] and touches no token; an unknown login likewise', { timeout: 120_000 }, async () => {
   await withProxy(async (proxy) => {
     const before = oauth.tokenRequests.length;
     for (const [user, password] of [['erp@contoso.test', 'wrong'], ['helpdesk@fabrikam.test', 'erp-pw'], ['nobody@contoso.test', 'erp-pw']] as const) {
@@ -208,7 +208,7 @@ test('a wrong local password gets -ERR [AUTH] and touches no token; an unknown l
   });
 });
 
-test('fifty concurrent logins make one token request', async () => {
+test('fifty concurrent logins make one token request', { timeout: 120_000 }, async () => {
   await withProxy(async (proxy) => {
     oauth.setDelay(300);
     const before = requestsFor('client_credentials');
@@ -226,7 +226,7 @@ test('fifty concurrent logins make one token request', async () => {
   });
 });
 
-test('an expired or revoked token is dropped and fetched again once, transparently', async () => {
+test('an expired or revoked token is dropped and fetched again once, transparently', { timeout: 120_000 }, async () => {
   await withProxy(async (proxy) => {
     let { client, reply } = await pass(proxy.port, 'helpdesk@fabrikam.test', 'helpdesk-pw');
     assert.match(reply, /^\+OK/);
@@ -248,7 +248,7 @@ test('an expired or revoked token is dropped and fetched again once, transparent
   });
 });
 
-test('the token endpoint down: -ERR [SYS/TEMP] at once, and logins work again when it is back', async () => {
+test('the token endpoint down: -ERR [SYS/TEMP] at once, and logins work again when it is back', { timeout: 120_000 }, async () => {
   await withProxy(async (proxy) => {
     oauth.setDown(true);
     try {
@@ -267,7 +267,7 @@ test('the token endpoint down: -ERR [SYS/TEMP] at once, and logins work again wh
   });
 });
 
-test('a token the backend refuses twice is an administrator\'s problem: -ERR [SYS/PERM], two token requests', async () => {
+test('a token the backend refuses twice is an administrator\'s problem: -ERR [SYS/PERM], two token requests', { timeout: 120_000 }, async () => {
   // The app's token opens only its own mailbox, as when Add-MailboxPermission was forgotten.
   oauth.addClient({ id: 'proxy-app-limited', secret: CLIENT_SECRET, anyMailbox: false, tokenSubject: 'someone-else@contoso.test' });
   const limited = { ...(profiles.m365 as Record<string, unknown>), auth: { ...((profiles.m365 as { auth: Record<string, unknown> }).auth), 'client-id': 'proxy-app-limited' } };
@@ -283,7 +283,7 @@ test('a token the backend refuses twice is an administrator\'s problem: -ERR [SY
   }
 });
 
-test('a refresh token from `oauth-login` (device code): the proxy refreshes it and saves each rotated one', async (t) => {
+test('a refresh token from `oauth-login` (device code): the proxy refreshes it and saves each rotated one', { timeout: 120_000 }, async (t) => {
   const login = spawn(process.execPath, [cli, 'oauth-login', '--config', configFile, '--profile', 'delegated', '--mailbox', mailboxes.ceo.name], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   login.stdout.on('data', (d: Buffer) => (output += d.toString()));
@@ -324,7 +324,7 @@ test('a refresh token from `oauth-login` (device code): the proxy refreshes it a
   t.diagnostic(`device code polls: ${oauth.deviceAuthorizations.at(-1)!.polls}, refresh requests: ${refreshes.length}`);
 });
 
-test('routing: each login domain lands on its own backend; the default profile takes the rest', async () => {
+test('routing: each login domain lands on its own backend; the default profile takes the rest', { timeout: 120_000 }, async () => {
   await withProxy(async (proxy) => {
     const { client, reply } = await pass(proxy.port, mailboxes.plain.name, mailboxes.plain.password);
     assert.match(reply, /^\+OK Logged in, 1 message\./, 'plain@other.test is on the second Dovecot');
@@ -339,7 +339,7 @@ test('routing: each login domain lands on its own backend; the default profile t
   });
 });
 
-test('no secret reaches the log or --print-config: client secret, keys, tokens, refresh tokens, local passwords', async () => {
+test('no secret reaches the log or --print-config: client secret, keys, tokens, refresh tokens, local passwords', { timeout: 120_000 }, async () => {
   const proxy = await proxyWith();
   try {
     const { client } = await pass(proxy.port, 'erp@contoso.test', 'erp-pw');

@@ -46,13 +46,13 @@ before(async () => {
   const sa = oauth.generateServiceAccountKey('relay@pop3-proxy-test.iam.gserviceaccount.com');
   serviceAccount = sa.json;
   oauth.addServiceAccount({ email: sa.json.client_email, publicKeyPem: sa.publicKeyPem, keyId: sa.json.private_key_id });
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await dovecot?.stop();
   await oauth?.close();
   if (work) await rm(work, { recursive: true, force: true });
-});
+}, { timeout: 60_000 });
 
 /** openid-client for a plain token endpoint over http on loopback. */
 function configure(clientId: string, auth: client.ClientAuth, server: OAuthServer = oauth): client.Configuration {
@@ -169,7 +169,7 @@ async function post(url: string, form: Record<string, string>, headers: Record<s
   return { status: res.status, body: (await res.json()) as Record<string, unknown>, headers: res.headers };
 }
 
-test('client credentials with client_secret_post and _basic: one app-only token opens every mailbox over XOAUTH2', async () => {
+test('client credentials with client_secret_post and _basic: one app-only token opens every mailbox over XOAUTH2', { timeout: 120_000 }, async () => {
   const before = oauth.tokenRequests.length;
   const tokens = await client.clientCredentialsGrant(configure('app-secret', client.ClientSecretPost('app-secret-value')), { scope: MS_SCOPE });
   assert.equal(tokens.token_type, 'bearer', 'openid-client lower-cases token_type');
@@ -201,14 +201,14 @@ test('client credentials with client_secret_post and _basic: one app-only token 
   assert.match(dovecotLog(dovecot), /Login: user=<bob>, method=XOAUTH2/);
 });
 
-test('a client credentials token bound to its subject opens that mailbox only', async () => {
+test('a client credentials token bound to its subject opens that mailbox only', { timeout: 120_000 }, async () => {
   oauth.addClient({ id: 'app-alice-only', secret: 's3cret', tokenSubject: 'alice', anyMailbox: false });
   const tokens = await client.clientCredentialsGrant(configure('app-alice-only', client.ClientSecretPost('s3cret')), { scope: MS_SCOPE });
   await assertImapAccepts('alice', tokens.access_token);
   await assertImapRefuses('bob', tokens.access_token);
 });
 
-test('client credentials with private_key_jwt and the certificate x5t (Microsoft Entra certificate credential)', async () => {
+test('client credentials with private_key_jwt and the certificate x5t (Microsoft Entra certificate credential)', { timeout: 120_000 }, async () => {
   assert.match(cert.x5t, /^[A-Za-z0-9_-]{27}$/, 'base64url SHA-1');
   const key = await rs256Key(cert.privateKeyPem);
   const entra = client.PrivateKeyJwt(key, {
@@ -243,7 +243,7 @@ test('client credentials with private_key_jwt and the certificate x5t (Microsoft
   assert.match(r.description, /signature/);
 });
 
-test('jwt-bearer (Google service account with domain-wide delegation): the token is for the mailbox in sub', async () => {
+test('jwt-bearer (Google service account with domain-wide delegation): the token is for the mailbox in sub', { timeout: 120_000 }, async () => {
   // Google's jwt-bearer grant has no client authentication. client.None() would still send
   // client_id; a ClientAuth that adds nothing sends only grant_type and assertion.
   const noClientAuth: client.ClientAuth = () => undefined;
@@ -279,7 +279,7 @@ test('jwt-bearer (Google service account with domain-wide delegation): the token
   assert.deepEqual([r.status, r.error], [400, 'invalid_request'], r.description);
 });
 
-test('device code grant, then rotating refresh tokens: a used refresh token gets invalid_grant', async () => {
+test('device code grant, then rotating refresh tokens: a used refresh token gets invalid_grant', { timeout: 120_000 }, async () => {
   const config = configure('device-app', client.None());
   const scope = 'https://outlook.office365.com/IMAP.AccessAsUser.All offline_access';
   const device = await client.initiateDeviceAuthorization(config, { scope });
@@ -320,7 +320,7 @@ test('device code grant, then rotating refresh tokens: a used refresh token gets
   assert.deepEqual([r.status, r.error], [400, 'access_denied']);
 });
 
-test('refresh tokens of a confidential client need its authentication; addRefreshToken seeds one', async () => {
+test('refresh tokens of a confidential client need its authentication; addRefreshToken seeds one', { timeout: 120_000 }, async () => {
   const refresh = oauth.addRefreshToken({ clientId: 'app-secret', subject: 'alice', scope: GOOGLE_SCOPE });
   let r = await refusal(client.refreshTokenGrant(configure('app-secret', client.None()), refresh));
   assert.deepEqual([r.status, r.error], [401, 'invalid_client'], r.description);
@@ -331,7 +331,7 @@ test('refresh tokens of a confidential client need its authentication; addRefres
   await assertImapAccepts('alice', tokens.access_token);
 });
 
-test('a wrong client secret gets 401 invalid_client, with either secret method; an unknown client too', async () => {
+test('a wrong client secret gets 401 invalid_client, with either secret method; an unknown client too', { timeout: 120_000 }, async () => {
   let r = await refusal(client.clientCredentialsGrant(configure('app-secret', client.ClientSecretPost('wrong')), { scope: MS_SCOPE }));
   assert.deepEqual([r.status, r.error, r.kind], [401, 'invalid_client', 'ResponseBodyError']);
   // RFC 6749 section 5.2: a 401 to Authorization: Basic carries WWW-Authenticate, and
@@ -346,7 +346,7 @@ test('a wrong client secret gets 401 invalid_client, with either secret method; 
   assert.equal(oauth.tokenRequests.at(-1)!.error, 'invalid_client');
 });
 
-test('malformed token requests get the RFC 6749 errors', async () => {
+test('malformed token requests get the RFC 6749 errors', { timeout: 120_000 }, async () => {
   const ok = { client_id: 'app-secret', client_secret: 'app-secret-value' };
   let r = await post(oauth.tokenUrl, { ...ok, grant_type: 'password', username: 'alice', password: 'x' });
   assert.deepEqual([r.status, r.body.error], [400, 'unsupported_grant_type']);
@@ -366,7 +366,7 @@ test('malformed token requests get the RFC 6749 errors', async () => {
   assert.deepEqual(i.body, { active: false });
 });
 
-test('a revoked token and expired tokens are refused by Dovecot; new tokens work', async () => {
+test('a revoked token and expired tokens are refused by Dovecot; new tokens work', { timeout: 120_000 }, async () => {
   const config = configure('app-secret', client.ClientSecretPost('app-secret-value'));
   const a = await client.clientCredentialsGrant(config, { scope: MS_SCOPE });
   const b = await client.clientCredentialsGrant(config, { scope: MS_SCOPE });
@@ -389,7 +389,7 @@ test('a revoked token and expired tokens are refused by Dovecot; new tokens work
   assert.ok(typeof live.body.exp === 'number' && live.body.exp > Date.now() / 1000 + 3500);
 });
 
-test('while down, the token endpoint answers 503 temporarily_unavailable; tokens issued before still work', async () => {
+test('while down, the token endpoint answers 503 temporarily_unavailable; tokens issued before still work', { timeout: 120_000 }, async () => {
   const config = configure('app-secret', client.ClientSecretPost('app-secret-value'));
   const before = await client.clientCredentialsGrant(config, { scope: MS_SCOPE });
   oauth.setDown(true);
@@ -408,7 +408,7 @@ test('while down, the token endpoint answers 503 temporarily_unavailable; tokens
   await assertImapAccepts('bob', after.access_token);
 });
 
-test('concurrent requests overlap while the server is slow (setDelay), each one recorded', async () => {
+test('concurrent requests overlap while the server is slow (setDelay), each one recorded', { timeout: 120_000 }, async () => {
   const config = configure('app-secret', client.ClientSecretPost('app-secret-value'));
   const count = oauth.tokenRequests.length;
   oauth.setDelay(500);
@@ -424,7 +424,7 @@ test('concurrent requests overlap while the server is slow (setDelay), each one 
   assert.equal(oauth.tokenRequests.length - count, 3);
 });
 
-test('options.expiresIn: tokens expire by themselves', async () => {
+test('options.expiresIn: tokens expire by themselves', { timeout: 120_000 }, async () => {
   const short = await startOAuthServer({ expiresIn: 1 });
   try {
     short.addClient({ id: 'c', secret: 's' });
@@ -438,7 +438,7 @@ test('options.expiresIn: tokens expire by themselves', async () => {
   }
 });
 
-test('the default oauth2PassdbConfig offers XOAUTH2 and OAUTHBEARER (imapflow then picks OAUTHBEARER)', async () => {
+test('the default oauth2PassdbConfig offers XOAUTH2 and OAUTHBEARER (imapflow then picks OAUTHBEARER)', { timeout: 120_000 }, async () => {
   const dir = await mkdtemp(join(os.tmpdir(), 'pop3-oauth-server-default-'));
   const d = await startDovecot({ users: [alice], extraConfig: [await oauth2PassdbConfig(dir, oauth.introspectUrl), NO_LOGIN_PENALTY].join('\n') });
   try {

@@ -46,12 +46,12 @@ for (const kind of SERVERS) {
     before(async () => {
       server = await kind.start();
       proxy = await startProxy({ imapPort: server.imapPort, logLevel: 'info' });
-    });
+    }, { timeout: 300_000 }); // the first run downloads and unpacks the servers; Cyrus may need 5 starts
 
     after(async () => {
       await proxy?.close();
       await server?.stop();
-    });
+    }, { timeout: 60_000 });
 
     /** Every session a test opened, dropped after it so that a failed test leaves no lock behind. */
     const sessions: RawPop3[] = [];
@@ -93,13 +93,13 @@ for (const kind of SERVERS) {
     beforeEach(async () => {
       await settled(proxy);
       await resetMailbox(5);
-    });
+    }, { timeout: 60_000 });
 
     afterEach(() => {
       for (const c of sessions.splice(0)) c.destroy();
-    });
+    }, { timeout: 60_000 });
 
-    test('DELE then QUIT removes exactly the deleted messages', async () => {
+    test('DELE then QUIT removes exactly the deleted messages', { timeout: 120_000 }, async () => {
       const c = await login();
       assert.match(await c.command('DELE 2'), /^\+OK/);
       assert.match(await c.command('DELE 4'), /^\+OK/);
@@ -111,7 +111,7 @@ for (const kind of SERVERS) {
       assert.equal(messages.some((m) => m.deleted), false);
     });
 
-    test('RSET then QUIT removes nothing', async () => {
+    test('RSET then QUIT removes nothing', { timeout: 120_000 }, async () => {
       const c = await login();
       await c.command('DELE 1');
       await c.command('DELE 3');
@@ -122,7 +122,7 @@ for (const kind of SERVERS) {
       await assertUntouched();
     });
 
-    test('a client that drops after DELE deletes nothing and leaves no \\Deleted flag', async () => {
+    test('a client that drops after DELE deletes nothing and leaves no \\Deleted flag', { timeout: 120_000 }, async () => {
       const c = await login();
       await c.command('DELE 1');
       await c.command('DELE 2');
@@ -131,7 +131,7 @@ for (const kind of SERVERS) {
       await assertUntouched();
     });
 
-    test('the snapshot stays fixed while mail arrives; the new mail shows in the next session', async () => {
+    test('the snapshot stays fixed while mail arrives; the new mail shows in the next session', { timeout: 120_000 }, async () => {
       const c = await login();
       const stat = await c.command('STAT');
       await server.deliver('alice', 'Subject: late arrival\nMessage-ID: <late@other-servers>\n\nlate\n');
@@ -150,7 +150,7 @@ for (const kind of SERVERS) {
       next.destroy();
     });
 
-    test('UIDL is stable across two sessions and made of the IMAP UIDs and UIDVALIDITY', async () => {
+    test('UIDL is stable across two sessions and made of the IMAP UIDs and UIDVALIDITY', { timeout: 120_000 }, async () => {
       const read = async () => {
         const c = await login();
         const body = (await c.multiline('UIDL')).body.toString('latin1');
@@ -165,7 +165,7 @@ for (const kind of SERVERS) {
       assert.equal(first, messages.map((m, i) => `${i + 1} ${uidl(m.uid, uidValidity)}\r\n`).join(''));
     });
 
-    test('RETR and TOP n 0 are byte-exact against the server\'s BODY[]', async () => {
+    test('RETR and TOP n 0 are byte-exact against the server\'s BODY[]', { timeout: 120_000 }, async () => {
       await emptyMailbox(server, alice);
       const cases: Array<{ name: string; data: Buffer }> = [
         {
@@ -218,7 +218,7 @@ for (const kind of SERVERS) {
       await c.waitClose();
     });
 
-    test('after DELE 1 + QUIT and one new message, the next session lists the new one and not the expunged one', async () => {
+    test('after DELE 1 + QUIT and one new message, the next session lists the new one and not the expunged one', { timeout: 120_000 }, async () => {
       const first = await login();
       assert.match(await first.command('STAT'), /^\+OK 5 /);
       assert.match(await first.command('DELE 1'), /^\+OK/);

@@ -21,12 +21,12 @@ before(async () => {
   dovecot = await startDovecot();
   await dovecot.deliver('alice', 'Subject: packaged\nMessage-ID: <pack@test>\n\nserved by the installed package\n');
   work = await mkdtemp(path.join(os.tmpdir(), 'pop3-package-'));
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await dovecot?.stop();
   if (work) await rm(work, { recursive: true, force: true });
-});
+}, { timeout: 60_000 });
 
 test('npm pack, install with production dependencies only, and the installed command serves a mailbox', { timeout: 240_000 }, async () => {
   const root = repoRoot();

@@ -16,12 +16,12 @@ before(async () => {
   dovecot = await startDovecot();
   for (let i = 1; i <= 3; i++) await dovecot.deliver('alice', `Subject: m${i}\nMessage-ID: <m${i}@test>\n\nbody ${i}\n`);
   proxy = await startProxy({ imapPort: dovecot.imapPort });
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await proxy?.close();
   await dovecot?.stop();
-});
+}, { timeout: 60_000 });
 
 async function login(user = 'alice', password = 'alice-secret'): Promise<RawPop3> {
   const c = await RawPop3.connect(proxy.port);
@@ -30,7 +30,7 @@ async function login(user = 'alice', password = 'alice-secret'): Promise<RawPop3
   return c;
 }
 
-test('the greeting is +OK and carries no APOP timestamp', async () => {
+test('the greeting is +OK and carries no APOP timestamp', { timeout: 120_000 }, async () => {
   const c = await RawPop3.connect(proxy.port);
   assert.match(c.greeting, /^\+OK /);
   assert.doesNotMatch(c.greeting, /<.*@.*>/);
@@ -38,7 +38,7 @@ test('the greeting is +OK and carries no APOP timestamp', async () => {
   c.destroy();
 });
 
-test('CAPA lists the required capabilities in both states', async () => {
+test('CAPA lists the required capabilities in both states', { timeout: 120_000 }, async () => {
   const c = await RawPop3.connect(proxy.port);
   const before = await c.multiline('CAPA');
   const caps = before.body.toString().split('\r\n');
@@ -52,7 +52,7 @@ test('CAPA lists the required capabilities in both states', async () => {
   c.destroy();
 });
 
-test('a wrong password and an unknown user get the same [AUTH] reply, and the session can try again', async () => {
+test('a wrong password and an unknown user get the same [AUTH] reply, and the session can try again', { timeout: 120_000 }, async () => {
   const c = await RawPop3.connect(proxy.port);
   await c.command('USER alice');
   const wrong = await c.command('PASS not-the-password', 30_000);
@@ -67,7 +67,7 @@ test('a wrong password and an unknown user get the same [AUTH] reply, and the se
   c.destroy();
 });
 
-test('PASS without USER, and transaction commands before login, are refused', async () => {
+test('PASS without USER, and transaction commands before login, are refused', { timeout: 120_000 }, async () => {
   const c = await RawPop3.connect(proxy.port);
   assert.match(await c.command('PASS x'), /^-ERR/);
   assert.match(await c.command('STAT'), /^-ERR/);
@@ -76,7 +76,7 @@ test('PASS without USER, and transaction commands before login, are refused', as
   c.destroy();
 });
 
-test('bad message numbers and arguments get -ERR and the session goes on', async () => {
+test('bad message numbers and arguments get -ERR and the session goes on', { timeout: 120_000 }, async () => {
   const c = await login();
   for (const cmd of ['RETR 0', 'RETR -1', 'RETR abc', 'RETR 99', 'RETR 1 2', 'RETR', 'LIST 00000000000000000001',
     'DELE 12345678901234567890', 'TOP 1', 'TOP 1 x', 'TOP 1 -1', 'UIDL 1 2', 'STAT 1', 'USER alice', 'XYZZY', 'RETR +1', 'RETR 1.0']) {
@@ -88,7 +88,7 @@ test('bad message numbers and arguments get -ERR and the session goes on', async
   c.destroy();
 });
 
-test('NUL and 8-bit bytes in commands get -ERR, not a crash', async () => {
+test('NUL and 8-bit bytes in commands get -ERR, not a crash', { timeout: 120_000 }, async () => {
   const c = await login();
   c.write(Buffer.from([0x53, 0x54, 0x00, 0x41, 0x54, 0x0d, 0x0a]));
   assert.match(await c.readLine(), /^-ERR/);
@@ -101,7 +101,7 @@ test('NUL and 8-bit bytes in commands get -ERR, not a crash', async () => {
   c.destroy();
 });
 
-test('an overlong line gets -ERR, its rest is discarded, and repeated abuse closes the connection', async () => {
+test('an overlong line gets -ERR, its rest is discarded, and repeated abuse closes the connection', { timeout: 120_000 }, async () => {
   const c = await RawPop3.connect(proxy.port);
   c.write('NOOP ' + 'x'.repeat(5000) + '\r\n');
   assert.match(await c.readLine(), /^-ERR .*too long/i);
@@ -112,14 +112,14 @@ test('an overlong line gets -ERR, its rest is discarded, and repeated abuse clos
   await c.waitClose();
 });
 
-test('a line that never ends does not grow without bound: it is cut at the limit', async () => {
+test('a line that never ends does not grow without bound: it is cut at the limit', { timeout: 120_000 }, async () => {
   const c = await RawPop3.connect(proxy.port);
   for (let i = 0; i < 50; i++) c.write('z'.repeat(10_000));
   assert.match(await c.readLine(), /^-ERR .*too long/i);
   c.destroy();
 });
 
-test('pipelined commands are answered in order', async () => {
+test('pipelined commands are answered in order', { timeout: 120_000 }, async () => {
   const c = await RawPop3.connect(proxy.port);
   c.write('USER alice\r\nPASS alice-secret\r\nSTAT\r\nLIST 1\r\nNOOP\r\nUIDL 2\r\nBOGUS\r\nQUIT\r\n');
   const replies = [];
@@ -135,7 +135,7 @@ test('pipelined commands are answered in order', async () => {
   await c.waitClose();
 });
 
-test('10,000 pipelined RETRs from a client that does not read: the proxy stops fetching until it reads', async () => {
+test('10,000 pipelined RETRs from a client that does not read: the proxy stops fetching until it reads', { timeout: 120_000 }, async () => {
   await dovecot.deliver('bob', `Subject: big\nMessage-ID: <big@test>\n\n${'0123456789abcdef\n'.repeat(1200)}`);
   const relay = await startRelay(dovecot.imapPort);
   const behindRelay = await startProxy({ imapPort: relay.port });
@@ -164,7 +164,7 @@ test('10,000 pipelined RETRs from a client that does not read: the proxy stops f
   }
 });
 
-test('an idle session is ended with -ERR and the connection closed', async () => {
+test('an idle session is ended with -ERR and the connection closed', { timeout: 120_000 }, async () => {
   const quick = await startProxy({ imapPort: dovecot.imapPort, idleTimeoutMs: 300 });
   try {
     const c = await RawPop3.connect(quick.port);

@@ -63,14 +63,14 @@ before(async () => {
     if (up) break;
     await new Promise((r) => setTimeout(r, 50));
   }
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   haproxy?.kill('SIGTERM');
   await proxy?.close();
   await dovecot?.stop();
   if (work) await rm(work, { recursive: true, force: true });
-});
+}, { timeout: 60_000 });
 
 /** A full session through HAProxy from a given loopback source address. */
 async function sessionVia(port: number, localAddress: string): Promise<void> {
@@ -108,7 +108,7 @@ async function connectFrom(port: number, localAddress: string): Promise<{ greeti
   };
 }
 
-test('through HAProxy with PROXY v1 and v2, the log shows the real client address', async () => {
+test('through HAProxy with PROXY v1 and v2, the log shows the real client address', { timeout: 120_000 }, async () => {
   await sessionVia(ports.v1, '127.0.0.2');
   await sessionVia(ports.v2, '127.0.0.3');
   const log = proxy.log();
@@ -117,7 +117,7 @@ test('through HAProxy with PROXY v1 and v2, the log shows the real client addres
   assert.match(log, /client=127\.0\.0\.3:\d+ Session ended: quit/);
 });
 
-test('limits apply to the announced address, not to the balancer\'s', async () => {
+test('limits apply to the announced address, not to the balancer\'s', { timeout: 120_000 }, async () => {
   // At most one connection per address: two clients behind one HAProxy are two addresses.
   const a = await connectFrom(ports.v2, '127.0.0.4');
   const b = await connectFrom(ports.v2, '127.0.0.5');
@@ -128,7 +128,7 @@ test('limits apply to the announced address, not to the balancer\'s', async () =
   for (const c of [a, b]) await c.command('QUIT');
 });
 
-test('a connection without a valid header is dropped without a greeting', async () => {
+test('a connection without a valid header is dropped without a greeting', { timeout: 120_000 }, async () => {
   const socket = net.connect(proxy.port, '127.0.0.1');
   socket.write('USER alice\r\n');
   let received = '';
@@ -137,7 +137,7 @@ test('a connection without a valid header is dropped without a greeting', async 
   assert.equal(received, '');
 });
 
-test('a PROXY v1 header in front of implicit TLS, written in one piece with the TLS ClientHello', async () => {
+test('a PROXY v1 header in front of implicit TLS, written in one piece with the TLS ClientHello', { timeout: 120_000 }, async () => {
   const raw = net.connect(proxy.tlsPort!, '127.0.0.1');
   await new Promise((resolve) => raw.once('connect', resolve));
   // Cork so that the header and the ClientHello leave in one segment.

@@ -82,14 +82,14 @@ before(async () => {
     await dovecot.deliver(u.name, `Subject: for ${u.name}\r\nMessage-ID: <${u.name}@sasl>\r\n\r\nHello ${u.name}.\r\n`);
   }
   proxy = await startProxy({ imapPort: dovecot.imapPort, logLevel: 'debug', backendTimeoutMs: 20_000 });
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await proxy?.close();
   await dovecot?.stop();
   await new Promise<void>((r) => (introspection ? introspection.close(() => r()) : r()));
   if (work) await rm(work, { recursive: true, force: true });
-});
+}, { timeout: 60_000 });
 
 const b64 = (s: string | Buffer) => (typeof s === 'string' ? Buffer.from(s, 'utf8') : s).toString('base64');
 const plain = (u: TestUser, authzid = '') => b64(`${authzid}\0${u.name}\0${u.password}`);
@@ -141,7 +141,7 @@ async function oauthOutcome(c: RawPop3, mechanism: 'XOAUTH2' | 'OAUTHBEARER', fi
 // ---------------------------------------------------------------------------------------------
 // What is offered
 
-test('CAPA lists SASL with PLAIN and LOGIN, and AUTH-RESP-CODE; AUTH alone lists the same mechanisms', async () => {
+test('CAPA lists SASL with PLAIN and LOGIN, and AUTH-RESP-CODE; AUTH alone lists the same mechanisms', { timeout: 120_000 }, async () => {
   const c = await connect();
   const caps = await capa(c);
   const sasl = caps.find((l) => /^SASL /i.test(l));
@@ -162,27 +162,27 @@ test('CAPA lists SASL with PLAIN and LOGIN, and AUTH-RESP-CODE; AUTH alone lists
 // ---------------------------------------------------------------------------------------------
 // PLAIN
 
-test('AUTH PLAIN with an initial response logs in; the session works as after USER/PASS', async () => {
+test('AUTH PLAIN with an initial response logs in; the session works as after USER/PASS', { timeout: 120_000 }, async () => {
   const c = await connect();
   assert.match(await c.command(`AUTH PLAIN ${plain(alice)}`, LOGIN_TIMEOUT), /^\+OK/);
   await assertLoggedInAndQuit(c, 'PLAIN with initial response');
 });
 
-test('AUTH PLAIN without an initial response: "+ " then the response', async () => {
+test('AUTH PLAIN without an initial response: "+ " then the response', { timeout: 120_000 }, async () => {
   const c = await connect();
   assert.match(await c.command('AUTH PLAIN'), CONTINUATION);
   assert.match(await c.command(plain(alice), LOGIN_TIMEOUT), /^\+OK/);
   await assertLoggedInAndQuit(c, 'PLAIN after a continuation');
 });
 
-test('AUTH PLAIN = (an empty initial response): the server asks with "+ "', async () => {
+test('AUTH PLAIN = (an empty initial response): the server asks with "+ "', { timeout: 120_000 }, async () => {
   const c = await connect();
   assert.match(await c.command('AUTH PLAIN ='), CONTINUATION);
   assert.match(await c.command(plain(alice), LOGIN_TIMEOUT), /^\+OK/);
   await assertLoggedInAndQuit(c, 'PLAIN after =');
 });
 
-test('AUTH PLAIN with the mechanism name in lower case', async () => {
+test('AUTH PLAIN with the mechanism name in lower case', { timeout: 120_000 }, async () => {
   const c = await connect();
   assert.match(await c.command(`AUTH plain ${plain(alice)}`, LOGIN_TIMEOUT), /^\+OK/);
   await assertLoggedInAndQuit(c, 'lower-case mechanism');
@@ -191,7 +191,7 @@ test('AUTH PLAIN with the mechanism name in lower case', async () => {
 // ---------------------------------------------------------------------------------------------
 // LOGIN
 
-test('AUTH LOGIN: two "+ " prompts, user name then password', async () => {
+test('AUTH LOGIN: two "+ " prompts, user name then password', { timeout: 120_000 }, async () => {
   const c = await connect();
   assert.match(await c.command('AUTH LOGIN'), CONTINUATION);
   assert.match(await c.command(b64(alice.name)), CONTINUATION);
@@ -199,7 +199,7 @@ test('AUTH LOGIN: two "+ " prompts, user name then password', async () => {
   await assertLoggedInAndQuit(c, 'LOGIN');
 });
 
-test('AUTH LOGIN with the user name as initial response: one prompt for the password', async () => {
+test('AUTH LOGIN with the user name as initial response: one prompt for the password', { timeout: 120_000 }, async () => {
   const c = await connect();
   assert.match(await c.command(`AUTH LOGIN ${b64(alice.name)}`), CONTINUATION);
   assert.match(await c.command(b64(alice.password), LOGIN_TIMEOUT), /^\+OK/);
@@ -209,7 +209,7 @@ test('AUTH LOGIN with the user name as initial response: one prompt for the pass
 // ---------------------------------------------------------------------------------------------
 // Refusals; the session stays in AUTHORIZATION
 
-test('"*" cancels an exchange with -ERR; the session stays in AUTHORIZATION', async () => {
+test('"*" cancels an exchange with -ERR; the session stays in AUTHORIZATION', { timeout: 120_000 }, async () => {
   const c = await connect();
   assert.match(await c.command('AUTH PLAIN'), CONTINUATION);
   assert.match(await c.command('*'), /^-ERR/);
@@ -219,7 +219,7 @@ test('"*" cancels an exchange with -ERR; the session stays in AUTHORIZATION', as
   await assertStillAuthorization(c);
 });
 
-test('bad base64 is refused, in the initial response and in a continuation', async () => {
+test('bad base64 is refused, in the initial response and in a continuation', { timeout: 120_000 }, async () => {
   const c = await connect();
   assert.match(await c.command('AUTH PLAIN %%%not-base64%%%'), /^-ERR/);
   assert.match(await c.command('AUTH PLAIN'), CONTINUATION);
@@ -229,7 +229,7 @@ test('bad base64 is refused, in the initial response and in a continuation', asy
   await assertStillAuthorization(c);
 });
 
-test('a wrong password gets -ERR [AUTH], with PLAIN and with LOGIN', async () => {
+test('a wrong password gets -ERR [AUTH], with PLAIN and with LOGIN', { timeout: 120_000 }, async () => {
   const c = await connect();
   assert.match(await c.command(`AUTH PLAIN ${plain({ name: alice.name, password: 'not-her-password' })}`, LOGIN_TIMEOUT), /^-ERR \[AUTH\] /);
   assert.match(await c.command('AUTH LOGIN'), CONTINUATION);
@@ -239,7 +239,7 @@ test('a wrong password gets -ERR [AUTH], with PLAIN and with LOGIN', async () =>
   await assertStillAuthorization(c);
 });
 
-test('a PLAIN response that is not three fields is refused', async () => {
+test('a PLAIN response that is not three fields is refused', { timeout: 120_000 }, async () => {
   const c = await connect();
   assert.match(await c.command(`AUTH PLAIN ${b64(`${alice.name}\0${alice.password}`)}`, LOGIN_TIMEOUT), /^-ERR/);
   assert.match(await c.command(`AUTH PLAIN ${b64(`\0${alice.name}`)}`, LOGIN_TIMEOUT), /^-ERR/);
@@ -247,7 +247,7 @@ test('a PLAIN response that is not three fields is refused', async () => {
   await assertStillAuthorization(c);
 });
 
-test('an unknown or unsupported mechanism is refused', async () => {
+test('an unknown or unsupported mechanism is refused', { timeout: 120_000 }, async () => {
   const c = await connect();
   assert.match(await c.command('AUTH FOOBAR'), /^-ERR/);
   assert.match(await c.command('AUTH CRAM-MD5'), /^-ERR/);
@@ -255,7 +255,7 @@ test('an unknown or unsupported mechanism is refused', async () => {
   await assertStillAuthorization(c);
 });
 
-test('an authorization identity other than the user is refused; the same one is fine', async () => {
+test('an authorization identity other than the user is refused; the same one is fine', { timeout: 120_000 }, async () => {
   const c = await connect();
   const reply = await c.command(`AUTH PLAIN ${plain(alice, bob.name)}`, LOGIN_TIMEOUT);
   assert.match(reply, /^-ERR/, 'authzid bob for authcid alice');
@@ -264,14 +264,14 @@ test('an authorization identity other than the user is refused; the same one is 
   await assertLoggedInAndQuit(c, 'authzid = authcid');
 });
 
-test('AUTH after logging in is refused', async () => {
+test('AUTH after logging in is refused', { timeout: 120_000 }, async () => {
   const c = await connect();
   assert.match(await c.command(`AUTH PLAIN ${plain(alice)}`, LOGIN_TIMEOUT), /^\+OK/);
   assert.match(await c.command(`AUTH PLAIN ${plain(alice)}`), /^-ERR/);
   await assertLoggedInAndQuit(c, 'second AUTH');
 });
 
-test('a long continuation line (about 4000 octets) is accepted during AUTH', async () => {
+test('a long continuation line (about 4000 octets) is accepted during AUTH', { timeout: 120_000 }, async () => {
   const response = plain(longpw);
   assert.ok(response.length > 3900, `response length ${response.length}`);
   const c = await connect();
@@ -292,7 +292,7 @@ test('a long continuation line (about 4000 octets) is accepted during AUTH', asy
 // ---------------------------------------------------------------------------------------------
 // OAuth 2.0 bearer tokens
 
-test('XOAUTH2 with a token Dovecot accepts logs in; a bad token gets -ERR [AUTH]', async () => {
+test('XOAUTH2 with a token Dovecot accepts logs in; a bad token gets -ERR [AUTH]', { timeout: 120_000 }, async () => {
   const c = await connect();
   assert.match(await c.command(`AUTH XOAUTH2 ${xoauth2('alice', 'tok-alice-good-5d1c')}`, LOGIN_TIMEOUT), /^\+OK/);
   await assertLoggedInAndQuit(c, 'XOAUTH2');
@@ -308,7 +308,7 @@ test('XOAUTH2 with a token Dovecot accepts logs in; a bad token gets -ERR [AUTH]
   await assertStillAuthorization(bad);
 });
 
-test('OAUTHBEARER with a token Dovecot accepts logs in; a bad token gets -ERR [AUTH]', async () => {
+test('OAUTHBEARER with a token Dovecot accepts logs in; a bad token gets -ERR [AUTH]', { timeout: 120_000 }, async () => {
   const c = await connect();
   assert.match(await c.command(`AUTH OAUTHBEARER ${oauthbearer('bob', 'tok-bob-good-88e0')}`, LOGIN_TIMEOUT), /^\+OK/);
   await assertLoggedInAndQuit(c, 'OAUTHBEARER');
@@ -320,7 +320,7 @@ test('OAUTHBEARER with a token Dovecot accepts logs in; a bad token gets -ERR [A
   await assertStillAuthorization(bad, bob);
 });
 
-test('XOAUTH2 with a 3000-octet token sent as a continuation line', async () => {
+test('XOAUTH2 with a 3000-octet token sent as a continuation line', { timeout: 120_000 }, async () => {
   const response = xoauth2('alice', LONG_TOKEN);
   assert.ok(response.length > 4000);
   const c = await connect();
@@ -331,7 +331,7 @@ test('XOAUTH2 with a 3000-octet token sent as a continuation line', async () => 
   await assertLoggedInAndQuit(c, 'long XOAUTH2 token');
 });
 
-test('malformed OAuth responses are refused and no token is looked up', async () => {
+test('malformed OAuth responses are refused and no token is looked up', { timeout: 120_000 }, async () => {
   const c = await connect();
   const asked = introspected.length;
   for (const [mechanism, response] of [
@@ -351,7 +351,7 @@ test('malformed OAuth responses are refused and no token is looked up', async ()
 // ---------------------------------------------------------------------------------------------
 // No secrets in the log
 
-test('no password or token reaches the log at debug level, in clear or in base64', async () => {
+test('no password or token reaches the log at debug level, in clear or in base64', { timeout: 120_000 }, async () => {
   const p = await startProxy({ imapPort: dovecot.imapPort, logLevel: 'debug', backendTimeoutMs: 20_000 });
   const wrong = 'Wr0ng-UNIQUE-guess-Kp4';
   const badToken = 'tok-UNIQUE-bad-Hh2Lq';

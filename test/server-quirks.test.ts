@@ -70,7 +70,7 @@ const sizes = (list: string) => list.trim().split('\r\n').map((l) => l.split(' '
 
 beforeEach(async () => {
   await resetMailbox(FIVE);
-});
+}, { timeout: 60_000 });
 
 test('without UIDNEXT, CONDSTORE or ESEARCH: after DELE 1 + QUIT and one new message (the same count), the next session lists exactly what the store holds', TEST, async () => {
   // Courier-IMAP: no UIDNEXT in SELECT; no CONDSTORE or ESEARCH (as Exchange Online, whose capabilities the relay advertises).

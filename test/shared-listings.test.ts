@@ -86,12 +86,12 @@ before(async () => {
   const l = link();
   await ready(l);
   admin = l.client;
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   for (const l of links) await l.close();
   await redis?.stop();
-});
+}, { timeout: 60_000 });
 
 async function flush(): Promise<void> {
   await admin.flushdb();
@@ -112,7 +112,7 @@ async function indexState(): Promise<{ members: string[]; total: number }> {
   return { members, total };
 }
 
-test('a listing written by one replica is read by another, under a hashed key that expires, with no user name in Redis', async () => {
+test('a listing written by one replica is read by another, under a hashed key that expires, with no user name in Redis', { timeout: 120_000 }, async () => {
   await flush();
   const one = new RedisListings(await upLink(), DEFAULTS);
   const other = new RedisListings(await upLink(), DEFAULTS);
@@ -138,7 +138,7 @@ test('a listing written by one replica is read by another, under a hashed key th
   await indexState();
 });
 
-test('bounded: past the byte cap the least recently used listings go (a read counts as use), and the count stays right', async () => {
+test('bounded: past the byte cap the least recently used listings go (a read counts as use), and the count stays right', { timeout: 120_000 }, async () => {
   await flush();
   const each = sizeOf(listing(100));
   const store = new RedisListings(await upLink(), { ...DEFAULTS, maxBytes: 3 * each + 10 });
@@ -173,7 +173,7 @@ test('bounded: past the byte cap the least recently used listings go (a read cou
   assert.equal(await admin.exists(listingKey('m5')), 0);
 });
 
-test('listings that expired by themselves leave the index and the count', async () => {
+test('listings that expired by themselves leave the index and the count', { timeout: 120_000 }, async () => {
   await flush();
   const store = new RedisListings(await upLink(), { ...DEFAULTS, ttlMs: 600 });
   await store.write('a', listing(10));
@@ -188,7 +188,7 @@ test('listings that expired by themselves leave the index and the count', async 
   assert.equal(state.total, sizeOf(listing(20)) + sizeOf(listing(30)));
 });
 
-test('garbage under a listing key is a miss, and a good listing replaces it', async () => {
+test('garbage under a listing key is a miss, and a good listing replaces it', { timeout: 120_000 }, async () => {
   await flush();
   const store = new RedisListings(await upLink(), DEFAULTS);
   await admin.set(listingKey('g'), Buffer.from([1, 2, 3, 4, 5]));
@@ -212,7 +212,7 @@ async function freezableRelay(port: number): Promise<{ relay: RelayServer; freez
   return { relay, freeze: (on) => (frozen = on) };
 }
 
-test('a Redis that answers late is a miss within the deadline, and is not taken for a Redis that is away', async () => {
+test('a Redis that answers late is a miss within the deadline, and is not taken for a Redis that is away', { timeout: 120_000 }, async () => {
   await flush();
   const frozen = await freezableRelay(redis.port);
   try {
@@ -236,7 +236,7 @@ test('a Redis that answers late is a miss within the deadline, and is not taken 
   }
 });
 
-test('a Redis that is away is a miss at once, and a write to it is dropped quietly', async () => {
+test('a Redis that is away is a miss at once, and a write to it is dropped quietly', { timeout: 120_000 }, async () => {
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as net.AddressInfo).port;
@@ -269,7 +269,7 @@ async function proxyOn(imapPort: number, locks: MemoryLockRegistry): Promise<Tes
 let a: TestProxy;
 let b: TestProxy;
 
-test('through two proxies: setup', async () => {
+test('through two proxies: setup', { timeout: 120_000 }, async () => {
   await flush();
   dovecot = await startDovecot();
   relay = await startCommandRelay(dovecot.imapPort);
@@ -286,7 +286,7 @@ after(async () => {
   await relay?.close();
   await exchange?.close();
   await dovecot?.stop();
-});
+}, { timeout: 60_000 });
 
 /** STAT, LIST and UIDL of one session; QUIT. */
 async function listed(port: number, user = alice): Promise<string> {
@@ -314,7 +314,7 @@ const fullFetches = (lines: string[]) => lines.filter((l) => FULL_FETCH.test(l))
 const searches = (lines: string[]) => lines.filter((l) => / UID SEARCH /i.test(l)).length;
 const sizeFetches = (lines: string[]) => lines.filter((l) => / UID FETCH \S+ \(UID RFC822\.SIZE\)/i.test(l));
 
-test('the second proxy\'s first login starts from the first\'s listing; a mailbox changed since is listed right from it', async () => {
+test('the second proxy\'s first login starts from the first\'s listing; a mailbox changed since is listed right from it', { timeout: 120_000 }, async () => {
   const first = await session(a);
   assert.equal(fullFetches(first), 1, 'a cold login lists everything');
   const key = listingKey(mailboxKeyOf({ host: '127.0.0.1', port: relay.port, mailbox: 'INBOX' }, 'alice'));
@@ -344,7 +344,7 @@ test('the second proxy\'s first login starts from the first\'s listing; a mailbo
   assert.equal(fullFetches(fourth) + searches(fourth) + sizeFetches(fourth).length, 0, fourth.join(' | '));
 });
 
-test('the true sizes one proxy learned from an Exchange-like server reach the other at the end of the session', async () => {
+test('the true sizes one proxy learned from an Exchange-like server reach the other at the end of the session', { timeout: 120_000 }, async () => {
   const c = await proxyOn(exchange.port, new MemoryLockRegistry());
   const d = await proxyOn(exchange.port, new MemoryLockRegistry());
   const bodies = ['Subject: b1\r\n\r\none\r\n', 'Subject: b2\r\n\r\ntwo two\r\n', 'Subject: b3\r\n\r\nthree three three\r\n'];
@@ -369,7 +369,7 @@ test('the true sizes one proxy learned from an Exchange-like server reach the ot
   assert.equal(fullFetches(sent), 0, sent.join(' | '));
 });
 
-test('Redis away, or holding garbage: the listings come from the process or the backend, still right, and are shared again once it is back', async () => {
+test('Redis away, or holding garbage: the listings come from the process or the backend, still right, and are shared again once it is back', { timeout: 120_000 }, async () => {
   const key = listingKey(mailboxKeyOf({ host: '127.0.0.1', port: relay.port, mailbox: 'INBOX' }, 'alice'));
   await admin.set(key, Buffer.from('not a listing'));
   await dovecot.deliver('alice', 'Subject: after garbage\n\nx\n');

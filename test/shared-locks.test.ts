@@ -26,13 +26,13 @@ before(async () => {
   for (let i = 0; i < 2; i++) {
     replicas.push(await startProxy({ imapPort: dovecot.imapPort, logLevel: 'info', lockRedis: { url: redis.url, ttlMs: 2000 } }));
   }
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   for (const r of replicas) await r.close();
   await redis?.stop();
   await dovecot?.stop();
-});
+}, { timeout: 60_000 });
 
 async function pass(port: number): Promise<{ client: RawPop3; reply: string }> {
   const client = await RawPop3.connect(port);
@@ -40,7 +40,7 @@ async function pass(port: number): Promise<{ client: RawPop3; reply: string }> {
   return { client, reply: await client.command('PASS alice-secret', 30_000) };
 }
 
-test('one session per mailbox across replicas: the second gets [IN-USE] until the first QUITs or drops', async () => {
+test('one session per mailbox across replicas: the second gets [IN-USE] until the first QUITs or drops', { timeout: 120_000 }, async () => {
   const [a, b] = replicas as [TestProxy, TestProxy];
   const first = await pass(a.port);
   assert.match(first.reply, /^\+OK/);
@@ -62,7 +62,7 @@ test('one session per mailbox across replicas: the second gets [IN-USE] until th
   assert.match(reply, /^\+OK/);
 });
 
-test('a replica killed while holding a lock: the lock expires after --lock-ttl, no later', async () => {
+test('a replica killed while holding a lock: the lock expires after --lock-ttl, no later', { timeout: 120_000 }, async () => {
   const port = await new Promise<number>((resolve) => {
     const s = net.createServer().listen(0, '127.0.0.1', () => {
       const { port: p } = s.address() as net.AddressInfo;
@@ -96,7 +96,7 @@ test('a replica killed while holding a lock: the lock expires after --lock-ttl, 
   }
 });
 
-test('with Redis unreachable, a login is refused with [SYS/TEMP] at once, and nothing hangs', async () => {
+test('with Redis unreachable, a login is refused with [SYS/TEMP] at once, and nothing hangs', { timeout: 120_000 }, async () => {
   const orphan = await startProxy({ imapPort: dovecot.imapPort, logLevel: 'info', lockRedis: { url: 'redis://127.0.0.1:1/0', ttlMs: 2000 } });
   try {
     const started = Date.now();

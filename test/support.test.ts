@@ -14,11 +14,11 @@ let dovecot: Dovecot;
 before(async () => {
   dovecot = await startDovecot();
   for (const m of messages) await dovecot.deliver('alice', m.data);
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await dovecot?.stop();
-});
+}, { timeout: 60_000 });
 
 /**
  * What Dovecot's POP3 sends for a stored message: every LF not already preceded by CR becomes
@@ -52,7 +52,7 @@ async function login(user = 'alice', password = 'alice-secret'): Promise<RawPop3
   return c;
 }
 
-test('the corpus has unique names, Message-IDs and Subjects', () => {
+test('the corpus has unique names, Message-IDs and Subjects', { timeout: 120_000 }, () => {
   const names = new Set(messages.map((m) => m.name));
   assert.equal(names.size, messages.length);
   for (const header of ['Message-ID', 'Subject']) {
@@ -65,7 +65,7 @@ test('the corpus has unique names, Message-IDs and Subjects', () => {
   assert.ok(corpus()[0]!.data.equals(messages[0]!.data), 'the corpus is deterministic');
 });
 
-test('mimeMessage is deterministic and about the size asked for', () => {
+test('mimeMessage is deterministic and about the size asked for', { timeout: 120_000 }, () => {
   for (const size of [2_000, 50_000, 1_000_000]) {
     const m = mimeMessage(7, size);
     assert.ok(Math.abs(m.length - size) < 200, `asked for ${size}, got ${m.length}`);
@@ -74,13 +74,13 @@ test('mimeMessage is deterministic and about the size asked for', () => {
   assert.ok(!mimeMessage(1, 10_000).equals(mimeMessage(2, 10_000)));
 });
 
-test('unstuff removes the leading dot of stuffed lines only', () => {
+test('unstuff removes the leading dot of stuffed lines only', { timeout: 120_000 }, () => {
   const stuffed = Buffer.from('..\r\n...x\r\nplain\r\n..\r\na.b\r\n', 'latin1');
   assert.equal(unstuff(stuffed).toString('latin1'), '.\r\n..x\r\nplain\r\n.\r\na.b\r\n');
   assert.equal(unstuff(Buffer.alloc(0)).length, 0);
 });
 
-test("Dovecot's POP3 serves every corpus message byte for byte", async () => {
+test("Dovecot's POP3 serves every corpus message byte for byte", { timeout: 120_000 }, async () => {
   const c = await login();
   const expected = messages.map((m) => onTheWire(m.data));
   const total = expected.reduce((sum, e) => sum + e.size, 0);
@@ -100,7 +100,7 @@ test("Dovecot's POP3 serves every corpus message byte for byte", async () => {
   assert.ok(c.closed);
 });
 
-test('a message without a final newline and a headers-only message, as Dovecot sends them', async () => {
+test('a message without a final newline and a headers-only message, as Dovecot sends them', { timeout: 120_000 }, async () => {
   const c = await login();
   const index = (name: string) => messages.findIndex((m) => m.name === name) + 1;
 
@@ -135,7 +135,7 @@ test('a message without a final newline and a headers-only message, as Dovecot s
   c.destroy();
 });
 
-test('the raw client keeps stuffing in readMultiline and sees the terminator', async () => {
+test('the raw client keeps stuffing in readMultiline and sees the terminator', { timeout: 120_000 }, async () => {
   const c = await login();
   const n = messages.findIndex((m) => m.name === 'dot-lines') + 1;
   c.send(`RETR ${n}`);
@@ -149,7 +149,7 @@ test('the raw client keeps stuffing in readMultiline and sees the terminator', a
   c.destroy();
 });
 
-test('IMAP sees the same store', async () => {
+test('IMAP sees the same store', { timeout: 120_000 }, async () => {
   const imap = await imapClient(dovecot, dovecot.users[0]!);
   try {
     const box = await imap.mailboxOpen('INBOX');
@@ -167,7 +167,7 @@ test('IMAP sees the same store', async () => {
   }
 });
 
-test('deliveries arrive in order and are picked up by a running session', async () => {
+test('deliveries arrive in order and are picked up by a running session', { timeout: 120_000 }, async () => {
   const bob = dovecot.users[1]!;
   await dovecot.deliver(bob.name, 'Subject: one\nMessage-ID: <one@support>\n\nfirst\n');
   await dovecot.deliver(bob.name, Buffer.from('Subject: two\nMessage-ID: <two@support>\n\nsecond\n'));
@@ -186,7 +186,7 @@ test('deliveries arrive in order and are picked up by a running session', async 
   again.destroy();
 });
 
-test('closed turns true after QUIT even without a waiting read', async () => {
+test('closed turns true after QUIT even without a waiting read', { timeout: 120_000 }, async () => {
   const c = await login();
   assert.match(await c.command('QUIT'), /^\+OK/);
   const deadline = Date.now() + 5_000;
@@ -197,7 +197,7 @@ test('closed turns true after QUIT even without a waiting read', async () => {
 });
 
 // Last: after a failed login Dovecot delays the next authentication from the same address.
-test('a wrong password is refused', async () => {
+test('a wrong password is refused', { timeout: 120_000 }, async () => {
   const c = await RawPop3.connect(dovecot.pop3Port);
   assert.match(await c.command('USER alice'), /^\+OK/);
   assert.match(await c.command('PASS wrong', 20_000), /^-ERR/);

@@ -246,13 +246,13 @@ before(async () => {
   await writeFile(path.join(work, 'client.tcl'), TCL_CLIENT);
   ref = await reference(reader);
   assert.equal(ref.count, messages.length);
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await proxy?.close();
   await dovecot?.stop();
   if (work) await rm(work, { recursive: true, force: true });
-});
+}, { timeout: 60_000 });
 
 interface TclRun {
   out: string;
@@ -340,7 +340,7 @@ function lastCommands(): number {
 
 // ---- tests ----
 
-test('the model of tcllib holds against Dovecot itself (all three -retr-modes)', async () => {
+test('the model of tcllib holds against Dovecot itself (all three -retr-modes)', { timeout: 120_000 }, async () => {
   for (const mode of ['retr', 'list', 'slow'] as const) {
     const how = await retrieveAll(dovecot.pop3Port, mode);
     // Dovecot gives the size in RETR's status line, so -retr-mode retr reads everything fast.
@@ -350,7 +350,7 @@ test('the model of tcllib holds against Dovecot itself (all three -retr-modes)',
 });
 
 for (const mode of ['retr', 'list', 'slow'] as const) {
-  test(`-retr-mode ${mode}: every message through the proxy, byte for byte`, async (t) => {
+  test(`-retr-mode ${mode}: every message through the proxy, byte for byte`, { timeout: 120_000 }, async (t) => {
     const lastBefore = lastCommands();
     const how = await retrieveAll(proxy.port, mode);
     t.diagnostic(`read: ${summary(how)}`);
@@ -361,7 +361,7 @@ for (const mode of ['retr', 'list', 'slow'] as const) {
   });
 }
 
-test('pop3::top with 0 and 3 lines, every message', async () => {
+test('pop3::top with 0 and 3 lines, every message', { timeout: 120_000 }, async () => {
   const r = await tcl(proxy.port, reader, 'top');
   for (let n = 1; n <= messages.length; n++) {
     assertSameBytes(await r.file(`top0-${n}`), tclSlow(ref.top0[n - 1]!), `TOP ${n} 0 (${messages[n - 1]!.name})`);
@@ -369,7 +369,7 @@ test('pop3::top with 0 and 3 lines, every message', async () => {
   }
 });
 
-test('pop3::uidl and pop3::list equal Dovecot\'s own UIDL and LIST, whole and per message', async () => {
+test('pop3::uidl and pop3::list equal Dovecot\'s own UIDL and LIST, whole and per message', { timeout: 120_000 }, async () => {
   const r = await tcl(proxy.port, reader, 'listings');
   assertSameBytes(await r.file('uidl'), tclSlow(ref.uidl), 'UIDL');
   assertSameBytes(await r.file('list'), tclSlow(ref.list), 'LIST');
@@ -382,7 +382,7 @@ test('pop3::uidl and pop3::list equal Dovecot\'s own UIDL and LIST, whole and pe
   assert.equal(new Set(uids).size, messages.length);
 });
 
-test('pop3::delete of 14 messages, then pop3::close: the store lost exactly those', async () => {
+test('pop3::delete of 14 messages, then pop3::close: the store lost exactly those', { timeout: 120_000 }, async () => {
   const doomed = [1, 2, 4, 5, 7, 10, 11, 12, 13, 16, 19, 22, 25, 30];
   const uidsBefore = await storeUids(deleter);
   assert.equal(uidsBefore.length, messages.length);

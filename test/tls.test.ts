@@ -60,13 +60,13 @@ before(async () => {
     imapPort: dovecot.imapPort,
     tls: { certFile: certs.server.chainFile, keyFile: certs.server.keyFile, implicit: true },
   });
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   await proxy?.close();
   await dovecot?.stop();
   if (work) await rm(work, { recursive: true, force: true });
-});
+}, { timeout: 60_000 });
 
 // ---------------------------------------------------------------------------------------------
 // Clients
@@ -239,7 +239,7 @@ async function quit(c: RawPop3): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Implicit TLS and STLS with real clients
 
-test('implicit TLS: openssl s_client verifies the chain, logs in, STAT and QUIT', async () => {
+test('implicit TLS: openssl s_client verifies the chain, logs in, STAT and QUIT', { timeout: 120_000 }, async () => {
   const u = user('sclient');
   const r = await runTool(
     'openssl',
@@ -253,7 +253,7 @@ test('implicit TLS: openssl s_client verifies the chain, logs in, STAT and QUIT'
   assert.equal(r.timedOut, false);
 });
 
-test('STLS: openssl s_client -starttls pop3 verifies the chain, logs in, STAT and QUIT', async () => {
+test('STLS: openssl s_client -starttls pop3 verifies the chain, logs in, STAT and QUIT', { timeout: 120_000 }, async () => {
   const u = user('sclient-stls');
   const r = await runTool(
     'openssl',
@@ -267,7 +267,7 @@ test('STLS: openssl s_client -starttls pop3 verifies the chain, logs in, STAT an
   assert.equal(lines[2], `+OK 1 ${MESSAGE.length}`);
 });
 
-test('implicit TLS: curl pop3s:// lists and downloads the message byte for byte', async () => {
+test('implicit TLS: curl pop3s:// lists and downloads the message byte for byte', { timeout: 120_000 }, async () => {
   const u = user('curl');
   const base = ['-sS', '--max-time', '30', '--cacert', certs.ca.certFile, '--user', `${u.name}:${u.password}`];
   const list = await runTool('curl', [...base, `pop3s://127.0.0.1:${proxy.tlsPort}/`]);
@@ -278,7 +278,7 @@ test('implicit TLS: curl pop3s:// lists and downloads the message byte for byte'
   assert.ok(retr.stdout.equals(MESSAGE), describeRun('curl RETR', retr));
 });
 
-test('STLS: curl --ssl-reqd pop3:// downloads the message byte for byte', async () => {
+test('STLS: curl --ssl-reqd pop3:// downloads the message byte for byte', { timeout: 120_000 }, async () => {
   const u = user('curl-stls');
   const retr = await runTool('curl', [
     '-sS', '--max-time', '30', '--ssl-reqd', '--cacert', certs.ca.certFile, '--user', `${u.name}:${u.password}`,
@@ -327,7 +327,7 @@ async function poplib(port: number, mode: 'implicit' | 'stls', u: TestUser): Pro
   return JSON.parse(r.stdout.toString('utf8')) as PoplibResult;
 }
 
-test('implicit TLS: Python poplib POP3_SSL logs in, lists and retrieves the message byte for byte', async () => {
+test('implicit TLS: Python poplib POP3_SSL logs in, lists and retrieves the message byte for byte', { timeout: 120_000 }, async () => {
   const got = await poplib(proxy.tlsPort!, 'implicit', user('poplib'));
   assert.match(got.tls, /^TLSv1\.[23]$/);
   assert.equal(got.capa.includes('STLS'), false, 'no STLS on the implicit-TLS port');
@@ -337,7 +337,7 @@ test('implicit TLS: Python poplib POP3_SSL logs in, lists and retrieves the mess
   assert.match(got.quit, /^\+OK/);
 });
 
-test('STLS: Python poplib stls() upgrades, logs in and retrieves the message byte for byte', async () => {
+test('STLS: Python poplib stls() upgrades, logs in and retrieves the message byte for byte', { timeout: 120_000 }, async () => {
   const got = await poplib(proxy.port, 'stls', user('poplib-stls'));
   assert.ok(got.capaBefore?.includes('STLS'), `CAPA before STLS: ${JSON.stringify(got.capaBefore)}`);
   assert.equal(got.capa.includes('STLS'), false, `CAPA after STLS: ${JSON.stringify(got.capa)}`);
@@ -368,7 +368,7 @@ async function firstBytesOf(command: string, args: (port: number) => string[]): 
 
 const TLS11_ARGS = ['-tls1_1', '-cipher', 'DEFAULT:@SECLEVEL=0'];
 
-test('TLS 1.1 is refused on the implicit-TLS port and after STLS', async (t) => {
+test('TLS 1.1 is refused on the implicit-TLS port and after STLS', { timeout: 120_000 }, async (t) => {
   const hello = await firstBytesOf('openssl', (port) => ['s_client', '-connect', `127.0.0.1:${port}`, ...TLS11_ARGS]);
   // A TLS record (0x16) holding a ClientHello (type 1) whose client_version is 3.2 (TLS 1.1).
   if (!(hello.length > 10 && hello[0] === 0x16 && hello[5] === 0x01 && hello[9] === 0x03 && hello[10] === 0x02)) {
@@ -395,7 +395,7 @@ test('TLS 1.1 is refused on the implicit-TLS port and after STLS', async (t) => 
 // ---------------------------------------------------------------------------------------------
 // CAPA and STLS in the protocol
 
-test('CAPA lists STLS before TLS on the plain port, not after STLS, never on the implicit-TLS port', async () => {
+test('CAPA lists STLS before TLS on the plain port, not after STLS, never on the implicit-TLS port', { timeout: 120_000 }, async () => {
   const plain = await RawPop3.connect(proxy.port);
   assert.ok(capaHas(await capa(plain), 'STLS'), 'plain port, before STLS');
   plain.destroy();
@@ -418,7 +418,7 @@ test('CAPA lists STLS before TLS on the plain port, not after STLS, never on the
   implicit.client.destroy();
 });
 
-test('STLS is refused in the TRANSACTION state and a second time; the session goes on', async () => {
+test('STLS is refused in the TRANSACTION state and a second time; the session goes on', { timeout: 120_000 }, async () => {
   const u = user('capa');
   const c = await RawPop3.connect(proxy.port);
   await login(c, u);
@@ -435,7 +435,7 @@ test('STLS is refused in the TRANSACTION state and a second time; the session go
   await quit(twice.client);
 });
 
-test('commands pipelined in plaintext behind STLS are dropped, never answered', async () => {
+test('commands pipelined in plaintext behind STLS are dropped, never answered', { timeout: 120_000 }, async () => {
   const u = user('inject');
   const c = await connectStls(proxy.port, { behind: `CAPA\r\nUSER ${u.name}\r\n`, settleMs: 300 });
   assert.equal(c.start.straggler.length, 0, `plaintext after the STLS reply: ${JSON.stringify(c.start.straggler.toString('latin1'))}`);
@@ -455,7 +455,7 @@ test('commands pipelined in plaintext behind STLS are dropped, never answered', 
 // ---------------------------------------------------------------------------------------------
 // Certificate reload
 
-test('reload (SIGHUP): new handshakes get the new certificate, running TLS sessions keep working', async () => {
+test('reload (SIGHUP): new handshakes get the new certificate, running TLS sessions keep working', { timeout: 120_000 }, async () => {
   const dir = await mkdtemp(join(work, 'reload-'));
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
@@ -517,7 +517,7 @@ function externalIPv4(): string | undefined {
 
 const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
 
-test('TLS configured: no plaintext passwords from other hosts; loopback, STLS and --allow-plaintext-auth may', async (t) => {
+test('TLS configured: no plaintext passwords from other hosts; loopback, STLS and --allow-plaintext-auth may', { timeout: 120_000 }, async (t) => {
   const external = externalIPv4();
   if (external === undefined) {
     t.skip('this machine has no non-loopback IPv4 address');
@@ -602,7 +602,7 @@ async function tryLogin(port: number, u: TestUser): Promise<{ reply: string; cli
   return { reply, client };
 }
 
-test('backend TLS: implicit and STARTTLS with the right CA, refused with the wrong one, never plaintext', async () => {
+test('backend TLS: implicit and STARTTLS with the right CA, refused with the wrong one, never plaintext', { timeout: 120_000 }, async () => {
   const imapsPort = await freePort();
   const alice: TestUser = { name: 'alice', password: 'alice-backend-pw' };
   const secureDovecot = await startDovecot({
@@ -675,7 +675,7 @@ test('backend TLS: implicit and STARTTLS with the right CA, refused with the wro
 // ---------------------------------------------------------------------------------------------
 // The client's address reaches Dovecot
 
-test('IMAP ID hands the client address to Dovecot: another address is not slowed by the penalty', async () => {
+test('IMAP ID hands the client address to Dovecot: another address is not slowed by the penalty', { timeout: 120_000 }, async () => {
   const alice: TestUser = { name: 'alice', password: 'alice-id-pw' };
   const idDovecot = await startDovecot({
     users: [alice],

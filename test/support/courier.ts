@@ -134,9 +134,12 @@ function makeUserdb(root: string, dir: string, id: Identity, users: TestUser[]):
 }
 
 async function prepare(root: string, dir: string, id: Identity, users: TestUser[]): Promise<void> {
-  await chmod(dir, 0o755);
-  await mkdir(join(dir, 'etc'), { mode: 0o755 });
-  await mkdir(join(dir, 'run'), { mode: 0o755 });
+  // /etc/courier and /run/courier inside the namespace, where imapd runs as the mail user:
+  // 0755 whatever the umask (which masks mkdir's mode).
+  for (const sub of ['etc', 'run']) {
+    await mkdir(join(dir, sub));
+    await chmod(join(dir, sub), 0o755);
+  }
   await mkdir(join(dir, 'run', 'authdaemon'), { mode: 0o750 });
   await writeFile(join(dir, 'etc', 'authdaemonrc'), authdaemonrc());
   makeUserdb(root, dir, id, users);

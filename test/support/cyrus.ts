@@ -159,9 +159,10 @@ function runScript(root: string, dir: string): string {
 }
 
 async function prepare(root: string, dir: string, id: Identity, users: TestUser[], options: CyrusOptions): Promise<void> {
-  await chmod(dir, 0o755);
   await writeFile(join(dir, 'syslog-sink.pl'), SYSLOG_SINK);
   await writeFile(join(dir, 'imapd.conf'), imapdConf(dir, id, options.extraConfig));
+  // Read by imapd, which master runs as the mail user: readable whatever the umask.
+  await chmod(join(dir, 'imapd.conf'), 0o644);
   await writeFile(join(dir, 'run.sh'), runScript(root, dir));
   const owned = ['conf', 'conf/db', 'conf/socket', 'conf/proc', 'conf/lock', 'conf/log', 'spool'].map((p) => join(dir, p));
   for (const p of owned) {

@@ -211,7 +211,6 @@ async function startOnce(dir: string, id: Identity, options: DovecotOptions): Pr
 }
 
 async function prepareStore(dir: string, id: Identity, users: TestUser[]): Promise<void> {
-  await chmod(dir, 0o755);
   await mkdir(join(dir, 'state'), { mode: 0o750 });
   // Read by the auth process, which runs as Dovecot's internal user; test passwords are no secret.
   const passwd = join(dir, 'passwd');

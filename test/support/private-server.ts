@@ -1,23 +1,32 @@
 /**
  * What the private test servers (test/support/dovecot.ts, cyrus.ts, courier.ts) share: free
- * loopback ports, starting a server in a process group of its own (retried when its port was
- * taken) and stopping every process it started, waiting for its greeting, Maildir stores, and
- * IMAP helpers that work on any of them; for Cyrus and Courier also the unpacked server programs
+ * loopback ports, starting a server in a temp directory its own users can reach (retried when
+ * its port was taken) and stopping every process it started (server-process.ts), waiting for
+ * its greeting, Maildir stores and IMAP helpers that work on any of them (imap-store.ts, both
+ * re-exported here); for Cyrus and Courier also the unpacked server programs
  * (scripts/unpack-imap-servers.sh) and a private mount and PID namespace for each running server.
  *
  * Each server runs as `setpriv --pdeathsig KILL -- unshare --mount --pid --fork --kill-child --
  * sh run.sh`, in a process group of its own: its mounts are seen by no other process, and when
  * run.sh, the first process of its PID namespace, ends, the kernel ends all the others; so
  * nothing it started outlives stop(), nor this process even when it is killed. Root only.
+ *
+ * Part of every server runs as another user (the mail user "nobody", Dovecot's own users), who
+ * must reach what it reads and runs; so nothing of that lives in the checkout, which may sit in
+ * a folder only its owner can enter (mktemp -d, /root): the unpacked programs are in a shared
+ * cache (see the script) and each server's files in a temp directory of its own (tempBase()).
  */
-import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { chmod, chown, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { spawnSync, execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
-import { join } from 'node:path';
-import { ImapFlow } from 'imapflow';
+import { dirname, join } from 'node:path';
+import { ServerProcess, sleep } from './server-process.js';
 import { ensureSystemDeps, repoRoot } from './system.js';
+
+export { ServerProcess, sleep, stopOnce, which } from './server-process.js';
+export * from './imap-store.js';
 
 export const HOST = '127.0.0.1';
 
@@ -44,8 +53,6 @@ export interface ImapTestServer {
   /** Stops the server, waits until its processes are gone and removes the temp directory. */
   stop(): Promise<void>;
 }
-
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Single-quoted for sh. */
 export function shq(value: string): string {
@@ -161,14 +168,6 @@ export function freePort(): Promise<number> {
   });
 }
 
-export function which(name: string, candidates: string[]): string | undefined {
-  for (const c of candidates) if (existsSync(c)) return c;
-  for (const d of (process.env.PATH ?? '').split(':')) {
-    if (d && existsSync(join(d, name))) return join(d, name);
-  }
-  return undefined;
-}
-
 /**
  * sh functions for run.sh. `make_mountpoint PARENT NAME dir|file` makes PARENT/NAME exist in
  * this mount namespace only, so that something can be bind-mounted onto it: when it is missing,
@@ -209,174 +208,6 @@ wait_for() {
 }
 `;
 
-// Every server of this process, killed when the process exits without stopping them.
-const liveServers = new Set<{ pid: number; dir: string }>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const r of liveServers) {
-      try {
-        process.kill(-r.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-      try {
-        rmSync(r.dir, { recursive: true, force: true });
-      } catch {
-        // best effort
-      }
-    }
-  });
-}
-
-function signalGroup(pgid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pgid, signal);
-  } catch {
-    // already gone
-  }
-}
-
-function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/**
- * A server's process tree, in a process group of its own: unshare and everything in its
- * namespaces (start()), or a server that keeps its children in its group (spawn()).
- */
-export class ServerProcess {
-  exitInfo: string | undefined;
-  spawnError: Error | undefined;
-  private readonly exited: Promise<void>;
-  private readonly entry: { pid: number; dir: string };
-
-  private constructor(readonly child: ChildProcess, readonly name: string, readonly command: string, dir: string, private readonly namespaced: boolean) {
-    this.entry = { pid: child.pid ?? -1, dir };
-    if (child.pid !== undefined) liveServers.add(this.entry);
-    this.exited = new Promise<void>((resolve) => {
-      child.once('exit', (code, signal) => {
-        this.exitInfo = signal ? `signal ${signal}` : `exit code ${code}`;
-        resolve();
-      });
-      child.once('error', (err) => {
-        this.spawnError = err;
-        resolve();
-      });
-    });
-  }
-
-  /**
-   * Runs `sh script` as the first process of new mount and PID namespaces, with stdout and
-   * stderr appended to `logFile`, in a process group of its own.
-   */
-  static start(name: string, dir: string, script: string, logFile: string, env: NodeJS.ProcessEnv): ServerProcess {
-    const unshare = which('unshare', ['/usr/bin/unshare']);
-    if (unshare === undefined) throw new Error('unshare (util-linux) is not installed');
-    const args = ['--mount', '--pid', '--fork', '--kill-child', '--propagation', 'private', '--', '/bin/sh', script];
-    // SIGKILL when this process dies (see spawn()) kills unshare, and so (--kill-child) the
-    // whole namespace: unshare ignores SIGTERM.
-    return ServerProcess.spawnIn(name, dir, [unshare, ...args], logFile, env, 'KILL', true);
-  }
-
-  /**
-   * Runs `command` in a process group of its own, with stdout and stderr appended to `logFile`;
-   * the kernel sends it `deathSignal` should this process die without running its exit hooks.
-   */
-  static spawn(name: string, dir: string, command: string[], logFile: string, env: NodeJS.ProcessEnv, deathSignal: 'TERM' | 'KILL'): ServerProcess {
-    return ServerProcess.spawnIn(name, dir, command, logFile, env, deathSignal, false);
-  }
-
-  private static spawnIn(name: string, dir: string, command: string[], logFile: string, env: NodeJS.ProcessEnv, deathSignal: 'TERM' | 'KILL', namespaced: boolean): ServerProcess {
-    installExitHook();
-    const setpriv = which('setpriv', ['/usr/bin/setpriv']);
-    const argv = setpriv !== undefined ? [setpriv, '--pdeathsig', deathSignal, '--', ...command] : command;
-    const out = openSync(logFile, 'a');
-    let child: ChildProcess;
-    try {
-      child = spawn(argv[0]!, argv.slice(1), { cwd: dir, detached: true, env, stdio: ['ignore', out, out] });
-    } finally {
-      closeSync(out);
-    }
-    return new ServerProcess(child, name, argv[0]!, dir, namespaced);
-  }
-
-  get running(): boolean {
-    return this.exitInfo === undefined && this.spawnError === undefined;
-  }
-
-  /** The host PID of the first process in the PID namespace (unshare's child), if there is one. */
-  private namespaceInit(): number | undefined {
-    const pid = this.child.pid;
-    if (pid === undefined || !this.namespaced) return undefined;
-    try {
-      const first = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0];
-      return first ? Number(first) : undefined;
-    } catch {
-      return undefined;
-    }
-  }
-
-  /**
-   * Ends the server: SIGTERM to the first process of its PID namespace (the server, which
-   * unshare waits for; unshare itself ignores SIGTERM) and to the process group, SIGKILL to both
-   * after `graceMs`. Resolves once unshare has exited: the server it waited for is then reaped,
-   * which the kernel allows only once every other process of the namespace is gone, whatever
-   * process group or session it had moved to (couriertcpd makes a session of its own).
-   */
-  async kill(graceMs = 3000, hardMs = 10_000): Promise<void> {
-    const pgid = this.child.pid;
-    if (pgid === undefined) return;
-    const init = this.namespaceInit();
-    const signal = (sig: NodeJS.Signals) => {
-      if (init !== undefined) {
-        try {
-          process.kill(init, sig);
-        } catch {
-          // already gone
-        }
-      }
-      signalGroup(pgid, sig);
-    };
-    signal('SIGTERM');
-    const started = Date.now();
-    let killed = false;
-    for (;;) {
-      if (!this.running && !groupAlive(pgid)) break;
-      const waited = Date.now() - started;
-      if (!killed && waited > graceMs) {
-        // SIGKILL is delivered to a namespace's first process even where SIGTERM is not.
-        signal('SIGKILL');
-        killed = true;
-      }
-      if (waited > graceMs + hardMs) throw new Error(`${this.name}: processes of group ${pgid} do not go away`);
-      await sleep(25);
-    }
-    await this.exited;
-    liveServers.delete(this.entry);
-  }
-}
-
-/** Stops `proc` (see kill()) and removes `dir`, once however often it is called. */
-export function stopOnce(proc: ServerProcess, dir: string, graceMs?: number): () => Promise<void> {
-  let stopping: Promise<void> | undefined;
-  return () => {
-    stopping ??= (async () => {
-      await proc.kill(graceMs);
-      await rm(dir, { recursive: true, force: true });
-    })();
-    return stopping;
-  };
-}
-
 /** A start that failed; `portTaken` when another process took a port meanwhile (worth a retry). */
 export class StartError extends Error {
   constructor(message: string, readonly portTaken: boolean) {
@@ -394,15 +225,41 @@ export interface StartSteps<T extends { proc: ServerProcess }> {
   check?(dir: string, started: T): Promise<void>;
 }
 
+/** Whether other users can pass through (o+x) every folder from / down to `dir`. */
+function reachableByOthers(dir: string): boolean {
+  try {
+    for (let p = realpathSync(dir); ; p = dirname(p)) {
+      if ((statSync(p).mode & 0o001) === 0) return false;
+      if (dirname(p) === p) return true;
+    }
+  } catch {
+    return false;
+  }
+}
+
+let base: string | undefined;
+
 /**
- * Makes a temp directory pop3test-<name>-…, prepares it, starts the server (again while a
- * port was taken meanwhile, at most `attempts` times) and checks it; when any of that fails,
- * stops what was started and removes the directory.
+ * Where the servers' temp directories go: os.tmpdir(), unless other users cannot reach it
+ * (TMPDIR set to a private folder), then /var/tmp or /tmp.
+ */
+export function tempBase(): string {
+  base ??= [os.tmpdir(), '/var/tmp', '/tmp'].find(reachableByOthers);
+  if (base === undefined) throw new Error(`no temp folder that other users can reach: ${os.tmpdir()}, /var/tmp and /tmp are closed to them`);
+  return base;
+}
+
+/**
+ * Makes a temp directory pop3test-<name>-… (under tempBase(), mode 0755 whatever the umask:
+ * the server's other users must enter it), prepares it, starts the server (again while a port
+ * was taken meanwhile, at most `attempts` times) and checks it; when any of that fails, stops
+ * what was started and removes the directory.
  */
 export async function startInTempDir<T extends { proc: ServerProcess }>(name: string, attempts: number, steps: StartSteps<T>): Promise<T & { dir: string }> {
-  const dir = await mkdtemp(join(os.tmpdir(), `pop3test-${name}-`));
+  const dir = await mkdtemp(join(tempBase(), `pop3test-${name}-`));
   let started: T | undefined;
   try {
+    await chmod(dir, 0o755);
     await steps.prepare(dir);
     for (let attempt = 1; started === undefined; attempt++) {
       try {
@@ -489,159 +346,3 @@ export function readLogs(dir: string, names: string[]): string {
   return parts.join('\n') || '(no log output)';
 }
 
-// Maildir file names: "<seconds>.M<microseconds>P<pid>Q<n>.<host>", the microseconds padded to
-// six digits, so that names sort as the deliveries were made, by number and by string alike
-// (Dovecot and Courier give new mail its UIDs in file-name order).
-let lastSeconds = 0;
-let lastMicros = -1;
-let deliveries = 0;
-
-function maildirName(): string {
-  const nowMicros = Date.now() * 1000;
-  let seconds = Math.floor(nowMicros / 1_000_000);
-  let micros = nowMicros % 1_000_000;
-  if (seconds < lastSeconds || (seconds === lastSeconds && micros <= lastMicros)) {
-    seconds = lastSeconds;
-    micros = lastMicros + 1;
-    if (micros >= 1_000_000) {
-      seconds += 1;
-      micros = 0;
-    }
-  }
-  lastSeconds = seconds;
-  lastMicros = micros;
-  deliveries += 1;
-  return `${seconds}.M${String(micros).padStart(6, '0')}P${process.pid}Q${deliveries}.pop3test`;
-}
-
-/** Makes `<dir>/home/<user>/Maildir` with cur, new and tmp for every user, owned by the mail owner. */
-export async function makeMaildirs(dir: string, owner: MailOwner, users: readonly TestUser[]): Promise<void> {
-  await mkdir(join(dir, 'home'));
-  await chmod(join(dir, 'home'), 0o755);
-  for (const u of users) {
-    const home = join(dir, 'home', u.name);
-    const paths = [home, join(home, 'Maildir'), ...['cur', 'new', 'tmp'].map((s) => join(home, 'Maildir', s))];
-    for (const p of paths) {
-      await mkdir(p, { mode: 0o700 });
-      if (owner.chownFiles) await chown(p, owner.mailUid, owner.mailGid);
-    }
-  }
-}
-
-/**
- * The store makeMaildirs() made: each user's Maildir (an error for anyone else), and deliver(),
- * which drops one message into it exactly as given.
- */
-export function maildirStore(dir: string, users: readonly TestUser[], owner: MailOwner, server: string): Pick<ImapTestServer, 'deliver'> & { maildir(user: string): string } {
-  const maildir = (user: string): string => {
-    if (!users.some((u) => u.name === user)) throw new Error(`no test user ${JSON.stringify(user)} in this ${server}`);
-    return join(dir, 'home', user, 'Maildir');
-  };
-  return { maildir, deliver: (user, message) => deliverToMaildir(maildir(user), owner, message) };
-}
-
-/** Drops one message into the Maildir's new/ exactly as given (written in tmp/, then moved). */
-export async function deliverToMaildir(maildir: string, owner: MailOwner, message: Buffer | string): Promise<void> {
-  const data = typeof message === 'string' ? Buffer.from(message, 'utf8') : message;
-  const name = maildirName();
-  const tmp = join(maildir, 'tmp', name);
-  await writeFile(tmp, data, { mode: 0o600 });
-  if (owner.chownFiles) await chown(tmp, owner.mailUid, owner.mailGid);
-  await rename(tmp, join(maildir, 'new', name));
-}
-
-/** A connected, logged-in IMAP client of any test server, every wait bounded. */
-export async function imapClientOf(server: Pick<ImapTestServer, 'host' | 'imapPort'>, user: TestUser): Promise<ImapFlow> {
-  const client = new ImapFlow({
-    host: server.host,
-    port: server.imapPort,
-    secure: false,
-    doSTARTTLS: false,
-    auth: { user: user.name, pass: user.password },
-    logger: false,
-    connectionTimeout: 10_000,
-    greetingTimeout: 10_000,
-    socketTimeout: 60_000,
-  });
-  client.on('error', () => {
-    // A test that still uses the client sees the failure on its next command.
-  });
-  await client.connect();
-  return client;
-}
-
-/** Runs `run` with the user's mailbox open, and logs out after. */
-export async function withImapMailbox<T>(server: Pick<ImapTestServer, 'host' | 'imapPort'>, user: TestUser, run: (imap: ImapFlow) => Promise<T>, mailbox = 'INBOX'): Promise<T> {
-  const imap = await imapClientOf(server, user);
-  try {
-    await imap.mailboxOpen(mailbox);
-    return await run(imap);
-  } finally {
-    await imap.logout().catch(() => imap.close());
-  }
-}
-
-/**
- * Logs every user in (opening INBOX, which Cyrus makes at the first login): proves that logins
- * work before any test relies on them.
- */
-export async function proveLogins(server: Pick<ImapTestServer, 'host' | 'imapPort'>, users: readonly TestUser[], name: string, logs: () => string): Promise<void> {
-  for (const u of users) {
-    const imap = await imapClientOf(server, u).catch((err: Error) => {
-      throw new Error(`${name} refuses the login of ${u.name}: ${err.message}\n${logs()}`);
-    });
-    try {
-      await imap.mailboxOpen('INBOX');
-    } finally {
-      await imap.logout().catch(() => imap.close());
-    }
-  }
-}
-
-/** One message as the server's IMAP serves it. */
-export interface ServedMessage {
-  uid: number;
-  subject: string;
-  deleted: boolean;
-  /** RFC822.SIZE. */
-  size: number;
-  /** BODY[]. */
-  source: Buffer;
-}
-
-/** Every message of the user's mailbox with UIDVALIDITY, by UID order. */
-export async function servedMessages(server: Pick<ImapTestServer, 'host' | 'imapPort'>, user: TestUser, mailbox = 'INBOX'): Promise<{ uidValidity: number; messages: ServedMessage[] }> {
-  return withImapMailbox(
-    server,
-    user,
-    async (imap) => {
-      const box = imap.mailbox as { exists: number; uidValidity: bigint };
-      const uidValidity = Number(box.uidValidity);
-      if (box.exists === 0) return { uidValidity, messages: [] };
-      const all = await imap.fetchAll('1:*', { uid: true, flags: true, envelope: true, size: true, source: true });
-      const messages = all
-        .map((m) => ({
-          uid: m.uid,
-          subject: m.envelope?.subject ?? '',
-          deleted: m.flags?.has('\\Deleted') ?? false,
-          size: m.size ?? -1,
-          source: m.source ?? Buffer.alloc(0),
-        }))
-        .sort((a, b) => a.uid - b.uid);
-      return { uidValidity, messages };
-    },
-    mailbox,
-  );
-}
-
-/** Removes every message of the user's mailbox (flags \Deleted and expunges). */
-export async function emptyMailbox(server: Pick<ImapTestServer, 'host' | 'imapPort'>, user: TestUser, mailbox = 'INBOX'): Promise<void> {
-  await withImapMailbox(
-    server,
-    user,
-    async (imap) => {
-      if ((imap.mailbox as { exists: number }).exists > 0) await imap.messageDelete('1:*');
-    },
-    mailbox,
-  );
-}

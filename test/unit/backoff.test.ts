@@ -8,7 +8,7 @@ function clock(start = 1_000_000) {
   return { now: () => now, advance: (ms: number) => (now += ms) };
 }
 
-test('a mailbox backs off for the suggested time, then may be tried again', () => {
+test('a mailbox backs off for the suggested time, then may be tried again', { timeout: 30_000 }, () => {
   const c = clock();
   const registry = new BackoffRegistry(c.now);
   assert.equal(registry.remaining('a'), 0);
@@ -24,7 +24,7 @@ test('a mailbox backs off for the suggested time, then may be tried again', () =
   assert.equal(registry.size, 0, 'an expired entry is dropped');
 });
 
-test('a shorter suggestion does not cut a longer back-off short; a longer one extends it', () => {
+test('a shorter suggestion does not cut a longer back-off short; a longer one extends it', { timeout: 30_000 }, () => {
   const c = clock();
   const registry = new BackoffRegistry(c.now);
   registry.backOff('a', 10_000);
@@ -35,7 +35,7 @@ test('a shorter suggestion does not cut a longer back-off short; a longer one ex
   assert.equal(registry.remaining('a'), 8000);
 });
 
-test('a huge or nonsensical suggestion is capped or ignored', () => {
+test('a huge or nonsensical suggestion is capped or ignored', { timeout: 30_000 }, () => {
   const c = clock();
   const registry = new BackoffRegistry(c.now);
   registry.backOff('a', 7 * 24 * 3600 * 1000);
@@ -44,7 +44,7 @@ test('a huge or nonsensical suggestion is capped or ignored', () => {
   assert.equal(registry.remaining('b'), 0);
 });
 
-test('the registry stays bounded: expired entries go first, then the oldest', () => {
+test('the registry stays bounded: expired entries go first, then the oldest', { timeout: 30_000 }, () => {
   const c = clock();
   const registry = new BackoffRegistry(c.now, MAX_BACKOFF_MS, 3);
   registry.backOff('old', 10);
@@ -60,7 +60,7 @@ test('the registry stays bounded: expired entries go first, then the oldest', ()
   assert.ok(registry.remaining('d') > 0);
 });
 
-test('BackoffError is a temporary MaildropError that says when to retry', () => {
+test('BackoffError is a temporary MaildropError that says when to retry', { timeout: 30_000 }, () => {
   const err = new BackoffError(12_500, Date.UTC(2025, 0, 1));
   assert.ok(err instanceof MaildropError);
   assert.equal(err.kind, 'temporary');

@@ -4,14 +4,14 @@ import { classifyLoginError } from '../../src/imap/imap-client.js';
 import { classifyServerFailure, FAILURE_TEXTS, suggestedBackoffMs } from '../../src/imap/failure-texts.js';
 import { MaildropError } from '../../src/maildrop/errors.js';
 
-test('RFC 5530 codes decide first', () => {
+test('RFC 5530 codes decide first', { timeout: 30_000 }, () => {
   for (const code of ['AUTHENTICATIONFAILED', 'AUTHORIZATIONFAILED', 'EXPIRED']) assert.equal(classifyServerFailure(code, 'whatever')?.kind, 'credentials');
   for (const code of ['UNAVAILABLE', 'SERVERBUG', 'LIMIT', 'INUSE', 'OVERQUOTA']) assert.equal(classifyServerFailure(code, 'LOGIN failed.')?.kind, 'temporary');
   for (const code of ['PRIVACYREQUIRED', 'CONTACTADMIN', 'NOPERM', 'NONEXISTENT']) assert.equal(classifyServerFailure(code, undefined)?.kind, 'permanent');
   assert.equal(classifyServerFailure('unavailable', '')?.kind, 'temporary', 'codes are case-insensitive');
 });
 
-test('without a code, the known texts of the big services', () => {
+test('without a code, the known texts of the big services', { timeout: 30_000 }, () => {
   assert.deepEqual(classifyServerFailure(undefined, 'Server Unavailable. 15'), { kind: 'temporary', reason: 'Exchange Online: server unavailable' });
   assert.equal(classifyServerFailure(undefined, 'LOGIN failed.')?.kind, 'credentials');
   assert.equal(classifyServerFailure(undefined, 'AUTHENTICATE failed.')?.kind, 'credentials');
@@ -30,7 +30,7 @@ test('without a code, the known texts of the big services', () => {
   for (const entry of FAILURE_TEXTS) assert.ok(entry.service.length > 0 && entry.meaning.length > 0);
 });
 
-test('the suggested backoff is read from the text', () => {
+test('the suggested backoff is read from the text', { timeout: 30_000 }, () => {
   assert.equal(suggestedBackoffMs('Request is throttled. Suggested Backoff Time: 2000 milliseconds'), 2000);
   assert.equal(suggestedBackoffMs('Request is throttled.'), undefined);
   assert.equal(suggestedBackoffMs(undefined), undefined);
@@ -45,7 +45,7 @@ const refusal = (status: 'NO' | 'BAD', text: string, code?: string) =>
     ...(code ? { serverResponseCode: code } : {}),
   });
 
-test('classifyLoginError: an Exchange outage is temporary although imapflow calls it an authentication failure', () => {
+test('classifyLoginError: an Exchange outage is temporary although imapflow calls it an authentication failure', { timeout: 30_000 }, () => {
   assert.equal(classifyLoginError(refusal('NO', 'Server Unavailable. 15')).kind, 'temporary');
   assert.equal(classifyLoginError(refusal('NO', 'LOGIN failed.')).kind, 'credentials');
   assert.equal(classifyLoginError(refusal('NO', 'Authentication failed.', 'AUTHENTICATIONFAILED')).kind, 'credentials');

@@ -20,12 +20,12 @@ function without(client: ImapFlow, member: string): ImapFlow {
   return client;
 }
 
-test('the installed imapflow fits every hook', () => {
+test('the installed imapflow fits every hook', { timeout: 30_000 }, () => {
   assert.deepEqual(fastPaths(), ALL_ON);
   assert.deepEqual(inspectFastPaths(sample()), ALL_ON);
 });
 
-test('literal-tap: without the response streamer the tap is off, and LiteralTap.of falls back to imapflow', () => {
+test('literal-tap: without the response streamer the tap is off, and LiteralTap.of falls back to imapflow', { timeout: 30_000 }, () => {
   const client = without(sample(), 'streamer');
   assert.deepEqual(inspectFastPaths(client), { ...ALL_ON, 'literal-tap': false });
   assert.equal(LiteralTap.of(client), undefined);
@@ -35,12 +35,12 @@ test('literal-tap: without the response streamer the tap is off, and LiteralTap.
 });
 
 for (const member of ['run', 'authenticate', 'folders', 'capabilities']) {
-  test(`login-diet: without imapflow's ${member} the diet is off`, () => {
+  test(`login-diet: without imapflow's ${member} the diet is off`, { timeout: 30_000 }, () => {
     assert.deepEqual(inspectFastPaths(without(sample(), member)), { ...ALL_ON, 'login-diet': false });
   });
 }
 
-test('busy-check: without connectionBusy a connection counts as busy (never kept), and the tap is off too', () => {
+test('busy-check: without connectionBusy a connection counts as busy (never kept), and the tap is off too', { timeout: 30_000 }, () => {
   const client = without(sample(), 'connectionBusy');
   const paths = inspectFastPaths(client);
   assert.deepEqual(paths, { ...ALL_ON, 'busy-check': false, 'literal-tap': false });
@@ -48,7 +48,7 @@ test('busy-check: without connectionBusy a connection counts as busy (never kept
   assert.equal(connectionBusy(sample(), ALL_ON), false, 'an idle, unconnected client is not busy');
 });
 
-test('one warning line per hook that is off, and the gauge for every hook', () => {
+test('one warning line per hook that is off, and the gauge for every hook', { timeout: 30_000 }, () => {
   const lines: string[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _enc, done) {

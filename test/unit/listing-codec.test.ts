@@ -33,7 +33,7 @@ function same(a: CachedMailbox | undefined, b: CachedMailbox): void {
   assert.deepEqual(a.deleted === undefined ? undefined : [...a.deleted].sort((x, y) => x - y), b.deleted === undefined ? undefined : [...b.deleted].sort((x, y) => x - y));
 }
 
-test('a listing comes back as it went in: state, UIDs, sizes and \\Deleted flags', () => {
+test('a listing comes back as it went in: state, UIDs, sizes and \\Deleted flags', { timeout: 30_000 }, () => {
   for (const count of [1, 2, 7, 1000]) {
     const original = listing(count);
     same(decodeListing(encodeListing(original)!), original);
@@ -42,7 +42,7 @@ test('a listing comes back as it went in: state, UIDs, sizes and \\Deleted flags
   same(decodeListing(encodeListing(empty)!), empty);
 });
 
-test('the extremes of every field survive: 64-bit UIDVALIDITY and HIGHESTMODSEQ, UID 2^32-1, sizes to 2^53-1', () => {
+test('the extremes of every field survive: 64-bit UIDVALIDITY and HIGHESTMODSEQ, UID 2^32-1, sizes to 2^53-1', { timeout: 30_000 }, () => {
   const original: CachedMailbox = {
     state: { uidValidity: 2n ** 64n - 1n, uidNext: 2 ** 32 - 1, exists: 2 ** 32 - 1, highestModseq: 2n ** 63n - 1n },
     uids: Uint32Array.from([1, 2 ** 31, 2 ** 32 - 2, 2 ** 32 - 1]),
@@ -52,7 +52,7 @@ test('the extremes of every field survive: 64-bit UIDVALIDITY and HIGHESTMODSEQ,
   same(decodeListing(encodeListing(original)!), original);
 });
 
-test('unknown fields stay unknown: no UIDNEXT (Courier), no HIGHESTMODSEQ (Exchange), flags not asked', () => {
+test('unknown fields stay unknown: no UIDNEXT (Courier), no HIGHESTMODSEQ (Exchange), flags not asked', { timeout: 30_000 }, () => {
   const original = listing(50, { state: state({ uidNext: undefined, highestModseq: undefined }), deleted: undefined });
   const back = decodeListing(encodeListing(original)!)!;
   same(back, original);
@@ -67,7 +67,7 @@ test('unknown fields stay unknown: no UIDNEXT (Courier), no HIGHESTMODSEQ (Excha
   assert.equal(zero.state.highestModseq, undefined);
 });
 
-test('20,000 messages of a few KB to 200 KB take about 3 to 4 octets each', () => {
+test('20,000 messages of a few KB to 200 KB take about 3 to 4 octets each', { timeout: 30_000 }, () => {
   const big = listing(20_000);
   const octets = encodeListing(big)!.length;
   assert.ok(octets / 20_000 <= 4.5, `${(octets / 20_000).toFixed(2)} octets a message`);
@@ -78,7 +78,7 @@ test('20,000 messages of a few KB to 200 KB take about 3 to 4 octets each', () =
   assert.ok(encodeListing({ ...small, deleted: new Set() })!.length <= 20_000 * 3 + 40);
 });
 
-test('what cannot be written faithfully is not written', () => {
+test('what cannot be written faithfully is not written', { timeout: 30_000 }, () => {
   const base = listing(5);
   assert.equal(encodeListing({ ...base, uids: Uint32Array.from([1, 3, 3, 4, 5]) }), undefined, 'UIDs not strictly ascending');
   assert.equal(encodeListing({ ...base, uids: Uint32Array.from([0, 3, 4, 5, 6]) }), undefined, 'UID 0');
@@ -91,7 +91,7 @@ test('what cannot be written faithfully is not written', () => {
   assert.equal(encodeListing({ ...base, deleted: new Set([0]) }), undefined);
 });
 
-test('corrupt input is no listing: another version, truncated, trailing, overlong, out of order, absurd counts', () => {
+test('corrupt input is no listing: another version, truncated, trailing, overlong, out of order, absurd counts', { timeout: 30_000 }, () => {
   const good = encodeListing(listing(100))!;
   assert.ok(decodeListing(good));
   assert.equal(good[0], LISTING_FORMAT);

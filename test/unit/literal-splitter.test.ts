@@ -121,7 +121,7 @@ function expectWhole(parts: Part[], outcome: Outcome, what: string): void {
   assert.equal(outcome.failed.size, 0);
 }
 
-test('literal markers: {n}, {n+}, ~{n}, CRLF or LF; anything else is no literal', () => {
+test('literal markers: {n}, {n+}, ~{n}, CRLF or LF; anything else is no literal', { timeout: 30_000 }, () => {
   assert.equal(literalAtEnd(b('* 1 FETCH (BODY[] {123}\r\n')), 123);
   assert.equal(literalAtEnd(b('x {0}\r\n')), 0);
   assert.equal(literalAtEnd(b('x {45+}\r\n')), 45);
@@ -135,13 +135,13 @@ test('literal markers: {n}, {n+}, ~{n}, CRLF or LF; anything else is no literal'
   assert.equal(literalAtEnd(b('{7}\r\n')), 7);
 });
 
-test('split in two at every byte position: bodies and the rest exact', () => {
+test('split in two at every byte position: bodies and the rest exact', { timeout: 30_000 }, () => {
   const parts = exchange();
   const length = Buffer.concat(parts.map((p) => p.bytes)).length;
   for (let cut = 0; cut <= length; cut++) expectWhole(parts, run(parts, [cut]), `cut at ${cut}`);
 });
 
-test('one byte at a time, and three cuts at a time around every body boundary', () => {
+test('one byte at a time, and three cuts at a time around every body boundary', { timeout: 30_000 }, () => {
   const parts = exchange();
   const length = Buffer.concat(parts.map((p) => p.bytes)).length;
   expectWhole(parts, run(parts, Array.from({ length }, (_, i) => i)), 'bytewise');
@@ -153,7 +153,7 @@ test('one byte at a time, and three cuts at a time around every body boundary', 
   }
 });
 
-test('a first line too long to hold is passed on whole, and a body after it is still taken out', () => {
+test('a first line too long to hold is passed on whole, and a body after it is still taken out', { timeout: 30_000 }, () => {
   const long = b(`* SEARCH ${Array.from({ length: 30000 }, (_, i) => i + 1).join(' ')}\r\n`);
   const parts: Part[] = [{ bytes: long }, bodyRow(1, 10, trickyBody(5)), { bytes: b('A1 OK done\r\n') }];
   for (const size of [1000, 4096, 65536, 100000]) {
@@ -171,7 +171,7 @@ test('a first line too long to hold is passed on whole, and a body after it is s
   }
 });
 
-test('a stream cut inside a body fails that body and never ends it', () => {
+test('a stream cut inside a body fails that body and never ends it', { timeout: 30_000 }, () => {
   const parts = exchange();
   const stream = Buffer.concat(parts.map((p) => p.bytes));
   let offset = 0;
@@ -204,7 +204,7 @@ test('a stream cut inside a body fails that body and never ends it', () => {
   }
 });
 
-test('a cut between responses fails nothing', () => {
+test('a cut between responses fails nothing', { timeout: 30_000 }, () => {
   const parts = exchange();
   const first = parts[0]!.bytes.length;
   const outcome = run(parts.slice(0, 1), [Math.floor(first / 3)], true);

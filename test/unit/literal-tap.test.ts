@@ -75,7 +75,7 @@ async function reference(): Promise<Parsed[]> {
   return parsed;
 }
 
-test('imapflow parses the same responses, the bodies come out exact, split at every byte position', async () => {
+test('imapflow parses the same responses, the bodies come out exact, split at every byte position', { timeout: 30_000 }, async () => {
   const expected = await reference();
   assert.equal(expected.length, 7);
   const all = Buffer.concat(rows.map((r) => r.bytes));
@@ -102,7 +102,7 @@ test('imapflow parses the same responses, the bodies come out exact, split at ev
   }
 });
 
-test('the connection closing in the middle of a body errors its stream; a body already whole stays whole', async () => {
+test('the connection closing in the middle of a body errors its stream; a body already whole stays whole', { timeout: 30_000 }, async () => {
   const all = Buffer.concat(rows.map((r) => r.bytes));
   const secondStart = all.indexOf(body(2));
   for (const into of [0, 1, 17, body(2).length - 1]) {
@@ -129,7 +129,7 @@ test('the connection closing in the middle of a body errors its stream; a body a
   }
 });
 
-test('no tap where the parser is in the middle of a response or the connection is busy', async () => {
+test('no tap where the parser is in the middle of a response or the connection is busy', { timeout: 30_000 }, async () => {
   const { client, streamer } = fakeClient();
   await feed(streamer, b('* 1 FETCH (UID 5 BODY[] {10}\r\nabc'), []);
   assert.equal(LiteralTap.of(client), undefined);
@@ -138,7 +138,7 @@ test('no tap where the parser is in the middle of a response or the connection i
   assert.equal(LiteralTap.of(busy.client), undefined);
 });
 
-test('a large body held back while its reader falls behind: the parser stops taking input, then goes on', async () => {
+test('a large body held back while its reader falls behind: the parser stops taking input, then goes on', { timeout: 30_000 }, async () => {
   const big = Buffer.alloc(3 * 1024 * 1024, 0x61);
   const { client, streamer, parsed } = fakeClient();
   const tap = LiteralTap.of(client)!;
@@ -168,7 +168,7 @@ test('a large body held back while its reader falls behind: the parser stops tak
   assert.deepEqual(parsed.map((p) => p.payload), ['A1 OK done']);
 });
 
-test('a body naming its UID after it is not taken while other claims are outstanding', async () => {
+test('a body naming its UID after it is not taken while other claims are outstanding', { timeout: 30_000 }, async () => {
   const { client, streamer, parsed } = fakeClient();
   const tap = LiteralTap.of(client)!;
   const sole = new BodyStream(3);
@@ -178,7 +178,7 @@ test('a body naming its UID after it is not taken while other claims are outstan
   assert.deepEqual(parsed, [{ payload: '* 1 FETCH (BODY[] {3}\r\n UID 42)', literals: ['abc'] }, { payload: 'A1 OK done', literals: [] }]);
 });
 
-test('a UID claimed twice gets its rows in the order of the claims (a window asked while the one before arrives)', async () => {
+test('a UID claimed twice gets its rows in the order of the claims (a window asked while the one before arrives)', { timeout: 30_000 }, async () => {
   const { client, streamer, parsed } = fakeClient();
   const tap = LiteralTap.of(client)!;
   const got: string[][] = [[], []];

@@ -12,11 +12,11 @@ const FAST = { ln: 10, r: 8, p: 1 };
 
 before(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'pop3-users-'));
-});
+}, { timeout: 30_000 });
 
 after(async () => {
   await rm(dir, { recursive: true, force: true });
-});
+}, { timeout: 30_000 });
 
 async function usersFile(text: string): Promise<string> {
   const file = path.join(dir, `users-${Math.random().toString(36).slice(2)}.yaml`);
@@ -24,7 +24,7 @@ async function usersFile(text: string): Promise<string> {
   return file;
 }
 
-test('hashes are salted scrypt in PHC form, and verify only the right password', async () => {
+test('hashes are salted scrypt in PHC form, and verify only the right password', { timeout: 30_000 }, async () => {
   const a = await hashPassword('s3cret pass', FAST);
   const b = await hashPassword('s3cret pass', FAST);
   assert.match(a, /^\$scrypt\$ln=10,r=8,p=1\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$/);
@@ -34,11 +34,11 @@ test('hashes are salted scrypt in PHC form, and verify only the right password',
   assert.equal(await verifyPassword('', a), false);
 });
 
-test('the default cost is memory-hard: 2^15 with r=8 (32 MiB)', async () => {
+test('the default cost is memory-hard: 2^15 with r=8 (32 MiB)', { timeout: 30_000 }, async () => {
   assert.match(await hashPassword('x'), /^\$scrypt\$ln=15,r=8,p=1\$/);
 });
 
-test('a user with several passwords (one per application) logs in with each; names are case-insensitive', async () => {
+test('a user with several passwords (one per application) logs in with each; names are case-insensitive', { timeout: 30_000 }, async () => {
   const file = await usersFile(
     [
       'erp-importer:',
@@ -59,7 +59,7 @@ test('a user with several passwords (one per application) logs in with each; nam
   assert.equal(await users.verify('nobody', 'erp-pw'), undefined);
 });
 
-test('a bad users file is refused with the reason; reload keeps the users in force', async () => {
+test('a bad users file is refused with the reason; reload keeps the users in force', { timeout: 30_000 }, async () => {
   const h = await hashPassword('x', FAST);
   const cases: Array<[string, RegExp]> = [
     ['alice: [1, 2]', /expected mailbox and passwords/],

@@ -16,7 +16,7 @@ const m365 = {
 };
 const google = { 'imap-host': 'imap.gmail.com', 'delete-mode': 'move:\\Trash', auth: { grant: 'jwt-bearer', 'service-account-env': 'GOOGLE_SA' } };
 
-test('logins go to the profile of their exact name, else of their domain, else to the default', () => {
+test('logins go to the profile of their exact name, else of their domain, else to the default', { timeout: 30_000 }, () => {
   const routing = parseRouting({ m365, google }, { 'contoso.com': 'm365', 'Fabrikam.com': 'google', 'boss@contoso.com': 'google', scanner: 'm365' }, defaults, 'test');
   assert.equal(routeOf(routing, 'alice@contoso.com'), 'm365');
   assert.equal(routeOf(routing, 'ALICE@CONTOSO.COM'), 'm365');
@@ -27,7 +27,7 @@ test('logins go to the profile of their exact name, else of their domain, else t
   assert.equal(routeOf(routing, 'bob'), 'default');
 });
 
-test('profiles take the defaults a server needs and the grant\'s usual scope', () => {
+test('profiles take the defaults a server needs and the grant\'s usual scope', { timeout: 30_000 }, () => {
   const routing = parseRouting({ m365, google }, {}, defaults, 'test');
   const m = routing.profiles.get('m365')!;
   assert.deepEqual(m.imap, { host: 'outlook.office365.com', port: 993, tls: 'implicit', verifyTls: true, ca: undefined, mailbox: 'INBOX', servername: undefined });
@@ -43,7 +43,7 @@ test('profiles take the defaults a server needs and the grant\'s usual scope', (
   assert.deepEqual(g.auth, { grant: 'jwt-bearer', serviceAccount: { env: 'GOOGLE_SA' }, scope: 'https://mail.google.com/', tokenUrl: undefined });
 });
 
-test('mistakes are named: an inline secret, an unknown profile, plain http to another host, a missing setting', () => {
+test('mistakes are named: an inline secret, an unknown profile, plain http to another host, a missing setting', { timeout: 30_000 }, () => {
   const bad = (profiles: unknown, routes: unknown, reason: RegExp) => assert.throws(() => parseRouting(profiles, routes, defaults, 'conf.yaml'), reason);
   bad({ x: { ...m365, auth: { ...m365.auth, 'client-secret': 'hunter2' } } }, {}, /unknown setting "client-secret".*secrets are named by -file or -env/);
   bad({ m365 }, { 'contoso.com': 'nope' }, /contoso\.com names no known profile/);
@@ -56,7 +56,7 @@ test('mistakes are named: an inline secret, an unknown profile, plain http to an
   bad({ x: { ...m365, auth: { grant: 'kerberos' } } }, {}, /grant must be one of password, client-credentials, jwt-bearer, refresh-token/);
 });
 
-test('http:// to loopback is allowed (a local token service)', () => {
+test('http:// to loopback is allowed (a local token service)', { timeout: 30_000 }, () => {
   const routing = parseRouting({ x: { ...m365, auth: { ...m365.auth, 'token-url': 'http://127.0.0.1:8080/token' } } }, {}, defaults, 'test');
   assert.equal((routing.profiles.get('x')!.auth as { tokenUrl: string }).tokenUrl, 'http://127.0.0.1:8080/token');
 });

@@ -12,14 +12,14 @@ function v2(command: number, family: number, body: Buffer): Buffer {
   return Buffer.concat([V2_SIGNATURE, header, body]);
 }
 
-test('v1: TCP4, TCP6 and UNKNOWN; the header length excludes what follows', () => {
+test('v1: TCP4, TCP6 and UNKNOWN; the header length excludes what follows', { timeout: 30_000 }, () => {
   const line = 'PROXY TCP4 192.0.2.7 198.51.100.1 40001 110\r\n';
   assert.deepEqual(parseProxyHeader(Buffer.from(`${line}USER x\r\n`)), { kind: 'done', client: { address: '192.0.2.7', port: 40001 }, length: line.length });
   assert.deepEqual(parseProxyHeader(Buffer.from('PROXY TCP6 2001:db8::7 2001:db8::1 40002 110\r\n')).kind, 'done');
   assert.deepEqual(parseProxyHeader(Buffer.from('PROXY UNKNOWN\r\n')), { kind: 'done', client: undefined, length: 15 });
 });
 
-test('v2: PROXY over IPv4 and IPv6, LOCAL, and TLVs after the addresses', () => {
+test('v2: PROXY over IPv4 and IPv6, LOCAL, and TLVs after the addresses', { timeout: 30_000 }, () => {
   const ipv4 = Buffer.from([192, 0, 2, 9, 198, 51, 100, 1, 0x9c, 0x42, 0, 110, 0x01, 0x00, 0x01, 0x41]);
   assert.deepEqual(parseProxyHeader(v2(1, 0x11, ipv4)), { kind: 'done', client: { address: '192.0.2.9', port: 0x9c42 }, length: 16 + ipv4.length });
   const ipv6 = Buffer.alloc(36);
@@ -32,7 +32,7 @@ test('v2: PROXY over IPv4 and IPv6, LOCAL, and TLVs after the addresses', () => 
   assert.deepEqual(parseProxyHeader(v2(0, 0x00, Buffer.alloc(0))), { kind: 'done', client: undefined, length: 16 });
 });
 
-test('partial headers ask for more; anything else is invalid', () => {
+test('partial headers ask for more; anything else is invalid', { timeout: 30_000 }, () => {
   assert.equal(parseProxyHeader(Buffer.from('PRO')).kind, 'more');
   assert.equal(parseProxyHeader(Buffer.from('PROXY TCP4 192.0.2.7')).kind, 'more');
   assert.equal(parseProxyHeader(V2_SIGNATURE.subarray(0, 5)).kind, 'more');

@@ -11,13 +11,13 @@ const key = randomBytes(32).toString('hex');
 
 before(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'pop3-tokens-'));
-});
+}, { timeout: 30_000 });
 
 after(async () => {
   await rm(dir, { recursive: true, force: true });
-});
+}, { timeout: 30_000 });
 
-test('tokens are saved encrypted, per mailbox, readable by the owner only, and replaced whole', async () => {
+test('tokens are saved encrypted, per mailbox, readable by the owner only, and replaced whole', { timeout: 30_000 }, async () => {
   const store = new RefreshTokenStore(path.join(dir, 'a'), key);
   assert.equal(await store.load('alice@example.com'), undefined);
   await store.save('alice@example.com', 'refresh-one');
@@ -34,7 +34,7 @@ test('tokens are saved encrypted, per mailbox, readable by the owner only, and r
   }
 });
 
-test('another key, or one mailbox\'s file put in another\'s place, does not decrypt', async () => {
+test('another key, or one mailbox\'s file put in another\'s place, does not decrypt', { timeout: 30_000 }, async () => {
   const store = new RefreshTokenStore(path.join(dir, 'b'), key);
   await store.save('alice@example.com', 'secret-a');
   await store.save('mallory@example.com', 'secret-m');
@@ -48,6 +48,6 @@ test('another key, or one mailbox\'s file put in another\'s place, does not decr
   await assert.rejects(store.load('alice@example.com'), /does not decrypt/);
 });
 
-test('a key that is not 32 bytes is refused with a hint', () => {
+test('a key that is not 32 bytes is refused with a hint', { timeout: 30_000 }, () => {
   assert.throws(() => new RefreshTokenStore(dir, 'short'), /32 bytes .* openssl rand -hex 32/);
 });

@@ -62,13 +62,13 @@ class FakeStore implements ExpiringStore {
   }
 }
 
-test('failure delays: 0.25 s doubling per recent failure, capped', () => {
+test('failure delays: 0.25 s doubling per recent failure, capped', { timeout: 30_000 }, () => {
   assert.deepEqual([1, 2, 3, 4, 5, 6, 7, 100].map((n) => failureDelay(n, 8000)), [250, 500, 1000, 2000, 4000, 8000, 8000, 8000]);
   assert.equal(failureDelay(3, 0), 0);
   assert.equal(failureDelay(0, 8000), 250);
 });
 
-test('three replicas sharing one store slow a guesser spread over them as one replica would', async () => {
+test('three replicas sharing one store slow a guesser spread over them as one replica would', { timeout: 30_000 }, async () => {
   const c = clock();
   const store = new FakeStore(c.now);
   const replicas = [0, 1, 2].map(() => new SharedAuthThrottle(store, new AuthThrottle(8000, c.now), 8000));
@@ -90,7 +90,7 @@ test('three replicas sharing one store slow a guesser spread over them as one re
   assert.equal(await replicas[1]!.failed('192.0.2.1').shared, 250);
 });
 
-test('the throttle falls back to the process while the store fails, and never forgives what the process saw', async () => {
+test('the throttle falls back to the process while the store fails, and never forgives what the process saw', { timeout: 30_000 }, async () => {
   const c = clock();
   const store = new FakeStore(c.now);
   let fallbacks = 0;
@@ -107,7 +107,7 @@ test('the throttle falls back to the process while the store fails, and never fo
   assert.equal(fallbacks, 2);
 });
 
-test('LOGIN-DELAY holds on every replica sharing the store, and expires with its time to live', async () => {
+test('LOGIN-DELAY holds on every replica sharing the store, and expires with its time to live', { timeout: 30_000 }, async () => {
   const c = clock();
   const store = new FakeStore(c.now);
   const a = new SharedLoginDelay(store, new LoginDelay(30_000, c.now), 30_000);
@@ -123,7 +123,7 @@ test('LOGIN-DELAY holds on every replica sharing the store, and expires with its
   assert.equal(await b.wait('alice'), 0);
 });
 
-test('LOGIN-DELAY falls back to the process while the store fails', async () => {
+test('LOGIN-DELAY falls back to the process while the store fails', { timeout: 30_000 }, async () => {
   const c = clock();
   const store = new FakeStore(c.now);
   const fallbacks: number[] = [];
@@ -158,7 +158,7 @@ async function login(checks: LoginChecks, provider: MaildropProvider, password: 
   }
 }
 
-test('the session\'s questions get the answers the replicas share', async () => {
+test('the session\'s questions get the answers the replicas share', { timeout: 30_000 }, async () => {
   const c = clock();
   const failures = new FakeStore(c.now);
   const logins = new FakeStore(c.now);
@@ -178,7 +178,7 @@ test('the session\'s questions get the answers the replicas share', async () => 
   assert.equal(await login(replicas[2]!.checks, replicas[2]!.provider, 'right'), 'ok');
 });
 
-test('without shared state the process answers', async () => {
+test('without shared state the process answers', { timeout: 30_000 }, async () => {
   const c = clock();
   const checks = new LoginChecks({ authFailDelayMs: 8000, loginDelayMs: undefined, now: c.now });
   const provider = fakeProvider();
@@ -187,7 +187,7 @@ test('without shared state the process answers', async () => {
   assert.equal(await login(checks, provider, 'right'), 'ok');
 });
 
-test('Redis going away and coming back is logged once each way, however often it fails in between', () => {
+test('Redis going away and coming back is logged once each way, however often it fails in between', { timeout: 30_000 }, () => {
   const c = clock();
   const lines: string[] = [];
   const changes: boolean[] = [];
@@ -206,7 +206,7 @@ test('Redis going away and coming back is logged once each way, however often it
   assert.match(lines[2]!, /^info Redis at .* is reachable again after 12\.3 s/);
 });
 
-test('a Redis URL is logged without its password; keys hide names', () => {
+test('a Redis URL is logged without its password; keys hide names', { timeout: 30_000 }, () => {
   assert.equal(describeRedisUrl('redis://:s3cret@cache.example:6380/2'), 'redis://cache.example:6380/2');
   assert.equal(describeRedisUrl('rediss://user:pw@cache'), 'rediss://cache');
   assert.doesNotMatch(describeRedisUrl('not a url :s3cret@'), /s3cret/);
@@ -215,7 +215,7 @@ test('a Redis URL is logged without its password; keys hide names', () => {
   assert.doesNotMatch(key, /alice/);
 });
 
-test('--redis, and --lock-redis as its old name: one URL for all shared state; two different ones are refused', async () => {
+test('--redis, and --lock-redis as its old name: one URL for all shared state; two different ones are refused', { timeout: 30_000 }, async () => {
   const base = ['--imap-host', 'h'];
   assert.equal((await parseConfig(base))!.redis, undefined);
   assert.deepEqual((await parseConfig([...base, '--redis', 'redis://r:6379/0']))!.redis, { url: 'redis://r:6379/0', lockTtlMs: 60_000 });

@@ -21,7 +21,7 @@ function source(clock: { now: number }, lifeMs = 60 * MINUTE) {
   };
 }
 
-test('fifty concurrent asks for one key make one fetch, and all get its token', async () => {
+test('fifty concurrent asks for one key make one fetch, and all get its token', { timeout: 30_000 }, async () => {
   const clock = { now: 0 };
   const s = source(clock);
   const cache = new TokenCache(s.fetch, () => clock.now);
@@ -32,7 +32,7 @@ test('fifty concurrent asks for one key make one fetch, and all get its token', 
   assert.deepEqual(new Set(tokens), new Set(['a@example.com-1']));
 });
 
-test('a token is kept until 5 minutes before it expires, then fetched again', async () => {
+test('a token is kept until 5 minutes before it expires, then fetched again', { timeout: 30_000 }, async () => {
   const clock = { now: 0 };
   const s = source(clock);
   const cache = new TokenCache(s.fetch, () => clock.now);
@@ -48,7 +48,7 @@ test('a token is kept until 5 minutes before it expires, then fetched again', as
   assert.equal(s.calls, 2);
 });
 
-test('a short-lived token is renewed halfway through its life', async () => {
+test('a short-lived token is renewed halfway through its life', { timeout: 30_000 }, async () => {
   const clock = { now: 0 };
   const s = source(clock, 4 * MINUTE);
   const cache = new TokenCache(s.fetch, () => clock.now);
@@ -63,7 +63,7 @@ test('a short-lived token is renewed halfway through its life', async () => {
   assert.equal(await again, 'k-2');
 });
 
-test('invalidate drops the refused token, but not a newer one', async () => {
+test('invalidate drops the refused token, but not a newer one', { timeout: 30_000 }, async () => {
   const clock = { now: 0 };
   const s = source(clock);
   const cache = new TokenCache(s.fetch, () => clock.now);
@@ -80,7 +80,7 @@ test('invalidate drops the refused token, but not a newer one', async () => {
   assert.equal(s.calls, 2);
 });
 
-test('a failed fetch is not kept: the next ask tries again', async () => {
+test('a failed fetch is not kept: the next ask tries again', { timeout: 30_000 }, async () => {
   let calls = 0;
   const cache = new TokenCache(async () => {
     calls++;
@@ -92,7 +92,7 @@ test('a failed fetch is not kept: the next ask tries again', async () => {
   assert.equal(calls, 2);
 });
 
-test('keys are independent, and expired tokens of other keys are dropped', async () => {
+test('keys are independent, and expired tokens of other keys are dropped', { timeout: 30_000 }, async () => {
   const clock = { now: 0 };
   const s = source(clock, 10 * MINUTE);
   const cache = new TokenCache(s.fetch, () => clock.now);
