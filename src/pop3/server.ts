@@ -1,18 +1,14 @@
 /**
- * The POP3 server: a plain listener (with STLS when TLS is configured) and, optionally, an
- * implicit-TLS listener. It admits connections within the connection limits and keeps track of
- * them, so that a shutdown can end every session through its cleanup path.
+ * The POP3 server: its front door (a plain listener with STLS when TLS is configured and,
+ * optionally, an implicit-TLS listener; see net/front-door.ts) and the connections it admitted,
+ * kept so that a shutdown can end every session through its cleanup path.
  */
-import net from 'node:net';
+import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import tls from 'node:tls';
-import type { Logger } from 'winston';
 import type { ConnectionLimiter } from '../limits/connection-limiter.js';
-import { currentSession, inThisSession, newSessionId, runInSession } from '../logging/session-context.js';
-import type { ClientInfo } from '../maildrop/maildrop.js';
+import { FrontDoor, type Admitted } from '../net/front-door.js';
 import type { TlsCredentials } from '../tls/tls-credentials.js';
 import { Pop3Connection, type ConnectionLimits } from './connection.js';
-import { readProxyHeader } from './proxy-protocol.js';
 import { errLine } from './responses.js';
 import type { SessionServices } from './session-services.js';
 
@@ -37,42 +33,39 @@ export interface Pop3ServerOptions {
 const SHUTDOWN_CLEANUP_MS = 3000;
 
 export class Pop3Server {
-  private readonly server: net.Server;
-  private readonly tlsServer: net.Server | undefined;
+  private readonly door: FrontDoor;
   private readonly connections = new Set<Pop3Connection>();
-  /** Sockets not yet greeted (PROXY header or TLS handshake pending): nothing to clean up. */
-  private readonly halfOpen = new Set<net.Socket>();
-  private readonly logger: Logger;
 
   constructor(
     private readonly options: Pop3ServerOptions,
     private readonly services: SessionServices,
   ) {
-    this.logger = services.logger;
-    this.server = net.createServer((socket) => this.onSocket(socket, false));
-    this.server.on('error', (err) => this.logger.error(`Listener error: ${err.message}`));
-    if (options.tls && options.tlsPort !== undefined) {
-      // A plain listener whose connections are wrapped in TLS by hand: a PROXY header, when
-      // there is one, comes before the TLS handshake.
-      this.tlsServer = net.createServer((socket) => this.onSocket(socket, true));
-      this.tlsServer.on('error', (err) => this.logger.error(`TLS listener error: ${err.message}`));
-    }
+    this.door = new FrontDoor(
+      {
+        protocol: 'POP3',
+        upgrade: 'STLS',
+        host: options.host,
+        port: options.port,
+        tlsPort: options.tls ? options.tlsPort : undefined,
+        tls: options.tls,
+        proxyProtocol: options.proxyProtocol,
+        handshakeTimeoutMs: options.limits.authTimeoutMs,
+        limiter: options.limiter,
+        logger: services.logger,
+        connectionRefused: (limit) => services.events.connectionRefused(limit),
+      },
+      { start: (admitted) => this.start(admitted), refusal: (reason) => errLine(reason, 'SYS/TEMP') },
+    );
   }
 
   /** Starts listening; resolves to the plain listener's address (useful with port 0). */
-  async listen(): Promise<net.AddressInfo> {
-    const address = await listenOn(this.server, this.options.port, this.options.host);
-    this.logger.info(`POP3 listening on ${address.address}:${address.port}${this.options.tls ? ' (STLS)' : ''}`);
-    if (this.tlsServer) {
-      const secure = await listenOn(this.tlsServer, this.options.tlsPort!, this.options.host);
-      this.logger.info(`POP3 over TLS listening on ${secure.address}:${secure.port}`);
-    }
-    return address;
+  listen(): Promise<net.AddressInfo> {
+    return this.door.listen();
   }
 
   /** The implicit-TLS listener's address, once listening. */
   get tlsAddress(): net.AddressInfo | undefined {
-    return (this.tlsServer?.address() as net.AddressInfo | null) ?? undefined;
+    return this.door.tlsAddress;
   }
 
   get activeSessions(): number {
@@ -85,9 +78,9 @@ export class Pop3Server {
     if (!credentials) return;
     try {
       credentials.reload();
-      this.logger.info('TLS certificate reloaded');
+      this.services.logger.info('TLS certificate reloaded');
     } catch (err) {
-      this.logger.error(`TLS certificate not reloaded, keeping the current one: ${(err as Error).message}`);
+      this.services.logger.error(`TLS certificate not reloaded, keeping the current one: ${(err as Error).message}`);
     }
   }
 
@@ -99,8 +92,7 @@ export class Pop3Server {
   async close(graceMs = 0): Promise<void> {
     // No new connections. Those still open are not waited for once their sessions are over: a
     // client that does not close its side after our last line would hold the exit up.
-    for (const listener of [this.server, this.tlsServer]) if (listener?.listening) listener.close();
-    for (const socket of this.halfOpen) socket.destroy();
+    this.door.close();
     const deadline = Date.now() + graceMs;
     while (this.connections.size > 0 && Date.now() < deadline) await sleep(Math.min(100, deadline - Date.now()));
     const ended = Promise.all([...this.connections].map((c) => c.shutdown()));
@@ -108,94 +100,16 @@ export class Pop3Server {
     const outOfTime = sleep(SHUTDOWN_CLEANUP_MS, 'timeout' as const, { signal: cleanup.signal }).catch(() => undefined);
     const outcome = await Promise.race([ended.then(() => 'done' as const), outOfTime]);
     cleanup.abort();
-    if (outcome === 'timeout') this.logger.warn(`Shutdown: ${this.connections.size} session(s) still cleaning up after ${SHUTDOWN_CLEANUP_MS / 1000} s; exiting anyway`);
-  }
-
-  /**
-   * Each accepted connection gets its session id at once, and everything done for it runs in
-   * its context (see session-context.ts), from the PROXY header and the TLS handshake on.
-   */
-  private onSocket(socket: net.Socket, implicitTls: boolean): void {
-    let connection: Pop3Connection | undefined;
-    const context = {
-      cid: newSessionId(),
-      // An error that escaped all handling: only this connection ends.
-      abort: () => (connection === undefined ? socket.destroy() : connection.abort()),
-    };
-    runInSession(context, () =>
-      this.accept(socket, implicitTls, (started) => {
-        connection = started;
-      }),
-    );
-  }
-
-  private accept(socket: net.Socket, implicitTls: boolean, started: (connection: Pop3Connection) => void): void {
-    socket.on('error', inThisSession((err: Error) => this.logger.debug(`Connection error from ${socket.remoteAddress}: ${err.message}`)));
-    this.halfOpen.add(socket);
-    socket.once('close', () => this.halfOpen.delete(socket));
-    if (!this.options.proxyProtocol) return this.admit(socket, implicitTls, undefined, started);
-    readProxyHeader(socket, this.options.limits.authTimeoutMs).then(
-      (client) => this.admit(socket, implicitTls, client, started),
-      (err: Error) => {
-        this.logger.info(`Connection from ${socket.remoteAddress} dropped: ${err.message}`);
-        socket.destroy();
-      },
-    );
-  }
-
-  /** Admits the connection within the limits, then starts TLS if the port wants it, then the session. */
-  private admit(socket: net.Socket, implicitTls: boolean, announced: ClientInfo | undefined, started: (connection: Pop3Connection) => void): void {
-    const peer = announced ?? { address: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
-    const client: ClientInfo = { ...peer, sessionId: currentSession()?.cid };
-    const admission = this.options.limiter.admit(client.address);
-    if (!admission.admitted) {
-      this.logger.info(`Connection from ${client.address} refused: ${admission.reason}`);
-      this.services.events.connectionRefused(admission.limit);
-      // A TLS client could not read a plaintext reply.
-      if (implicitTls) return void socket.destroy();
-      socket.end(errLine(admission.reason, 'SYS/TEMP'));
-      setTimeout(() => socket.destroy(), 2000).unref();
-      return;
+    if (outcome === 'timeout') {
+      this.services.logger.warn(`Shutdown: ${this.connections.size} session(s) still cleaning up after ${SHUTDOWN_CLEANUP_MS / 1000} s; exiting anyway`);
     }
-    socket.once('close', admission.release);
-    if (!implicitTls) return started(this.start(socket, false, client));
-    const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: this.options.tls!.secureContext });
-    // A handshake that does not finish in time holds a socket, not a session.
-    const deadline = setTimeout(() => secure.destroy(), this.options.limits.authTimeoutMs);
-    secure.on(
-      'error',
-      inThisSession((err: Error) => {
-        this.logger.debug(`TLS connection from ${client.address} failed: ${err.message}`);
-        secure.destroy();
-      }),
-    );
-    secure.once('close', () => clearTimeout(deadline));
-    secure.once(
-      'secure',
-      inThisSession(() => {
-        clearTimeout(deadline);
-        this.halfOpen.delete(socket);
-        started(this.start(secure, true, client));
-      }),
-    );
   }
 
-  private start(socket: net.Socket, secure: boolean, client: ClientInfo): Pop3Connection {
-    this.halfOpen.delete(socket);
+  private start({ socket, secure, client }: Admitted): Pop3Connection {
     const connection = new Pop3Connection(socket, this.services, this.options.limits, { secure, tls: this.options.tls, client });
     this.connections.add(connection);
     socket.once('close', () => this.connections.delete(connection));
     connection.start();
     return connection;
   }
-}
-
-function listenOn(server: net.Server, port: number, host: string): Promise<net.AddressInfo> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve(server.address() as net.AddressInfo);
-    });
-  });
 }
