@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DotStuffer } from '../../src/pop3/dot-stuffer.js';
+import { DotStuffer } from '../../src/net/dot-stuffer.js';
 
 function stuffAll(chunks: string[]): string {
   const s = new DotStuffer();

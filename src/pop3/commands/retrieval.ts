@@ -3,7 +3,7 @@ import { isMaildropError } from '../../maildrop/errors.js';
 import type { CommandContext, CommandHandler } from '../command-context.js';
 import { parseLineCount } from '../command-parser.js';
 import { errLine } from '../responses.js';
-import { DotStuffer } from '../dot-stuffer.js';
+import { DotStuffer } from '../../net/dot-stuffer.js';
 import { ClientGoneError, errorText } from '../session-errors.js';
 import { TopFilter } from '../top-filter.js';
 import { args } from './command.js';

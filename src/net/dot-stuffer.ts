@@ -1,6 +1,7 @@
 /**
- * Byte-stuffs a message for a POP3 multi-line reply (RFC 1939 section 3): a '.' that begins a
- * line is doubled, and the reply ends with CRLF.CRLF. Bytes are otherwise passed through
+ * Byte-stuffs a message for a POP3 multi-line reply (RFC 1939 section 3) or SMTP DATA (RFC 5321
+ * section 4.5.2, the same rule): a '.' that begins a line is doubled, and the message ends with
+ * CRLF.CRLF. Bytes are otherwise passed through
  * untouched; a line starts after LF only, never after a bare CR.
  *
  * Everything but the last two bytes is passed on at once, so the client sees data as soon as
