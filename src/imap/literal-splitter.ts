@@ -8,8 +8,9 @@
  * Buffer or builds a FETCH object for them; it sees the command complete with nothing to yield.
  *
  * Only the first line of a response decides: `* <seq> FETCH (... UID <uid> ... BODY[] {<n>}`
- * (also `BODY[]<origin>` of a window, `{n+}` and `~{n}`), the UID before the literal. A response with a UID nobody claimed goes
- * to imapflow as before; one that names its UID only after the body is offered with no UID.
+ * (also `BODY[]<origin>` of a window, `{n+}` and `~{n}`), the UID before the literal. A
+ * response with a UID nobody claimed goes to imapflow as before; one that names its UID only
+ * after the body is offered with no UID.
  */
 
 /** Where the bytes of one claimed body go. */
@@ -37,7 +38,7 @@ const LF = 0x0a;
 const CR = 0x0d;
 const OPEN = 0x7b;
 const CLOSE = 0x7d;
-const PLUS = 0x2b;
+const ZERO = 0x30;
 const STAR = 0x2a;
 const SPACE = 0x20;
 /**
@@ -47,10 +48,15 @@ const SPACE = 0x20;
 const HOLD_LIMIT = 64 * 1024;
 const TAIL = 32;
 
-const BODY_LINE = /^\* \d+ FETCH \(((?:.* )?)BODY\[\](?:<\d+>)? ~?\{\d+\+?\}\r?\n$/s;
+const BODY_LINE = /^\* \d+ FETCH \(((?:.* )?)BODY\[\](?:<\d+>)? ~?\{\d+\}\r?\n$/s;
 const UID_ITEM = /(?:^|[ (])UID (\d+)(?= |\)|$)/;
 
-/** The size in a literal marker at the end of `line` (`{n}`, `{n+}`, `~{n}`, CRLF or LF), else -1. */
+/**
+ * The size in a literal marker at the end of `line` (`{n}` or `~{n}`, CRLF or LF), else -1:
+ * exactly what imapflow's ImapStream takes for one, so that both read the same responses. A
+ * server never sends `{n+}` (LITERAL+ is the client's, RFC 7888): imapflow reads it as text,
+ * and so must the splitter.
+ */
 export function literalAtEnd(line: Buffer): number {
   let end = line.length - 1;
   if (end < 0 || line[end] !== LF) return -1;
@@ -58,13 +64,15 @@ export function literalAtEnd(line: Buffer): number {
   if (end >= 0 && line[end] === CR) end--;
   if (end < 0 || line[end] !== CLOSE) return -1;
   end--;
-  if (end >= 0 && line[end] === PLUS) end--;
   let start = end;
   while (start >= 0 && line[start]! >= 0x30 && line[start]! <= 0x39) start--;
   if (start === end || start < 0 || line[start] !== OPEN) return -1;
-  // More digits than any size we could hold: not treated as a literal we take (imapflow decides).
-  if (end - start > 15) return -1;
-  return Number(line.toString('latin1', start + 1, end + 1));
+  // Leading zeros are allowed (RFC 9051's number), as imapflow allows them.
+  let first = start + 1;
+  while (first < end && line[first] === ZERO) first++;
+  // A size no server sends: imapflow fails the connection on it, whatever is taken here.
+  if (end + 1 - first > 15) return -1;
+  return Number(line.toString('latin1', first, end + 1));
 }
 
 type Response = 'none' | 'forward' | 'swallow';
@@ -107,7 +115,8 @@ export class ResponseSplitter {
         if (this.response === 'swallow') {
           skip(pos, pos + n);
           const target = this.target;
-          if (target !== undefined && !target.push(pos === 0 && n === chunk.length ? chunk : chunk.subarray(pos, pos + n))) this.full = target;
+          const slice = pos === 0 && n === chunk.length ? chunk : chunk.subarray(pos, pos + n);
+          if (target !== undefined && !target.push(slice)) this.full = target;
         }
         pos += n;
         this.literalLeft -= n;
@@ -199,7 +208,9 @@ export class ResponseSplitter {
 
   /** Whether the stream stands between two responses (nothing of a response seen so far). */
   get atBoundary(): boolean {
-    return this.response === 'none' && this.held.length === 0 && this.passingTail === undefined && this.literalLeft === 0;
+    return (
+      this.response === 'none' && this.held.length === 0 && this.passingTail === undefined && this.literalLeft === 0
+    );
   }
 
   private endTarget(): void {

@@ -42,7 +42,7 @@ const rows: { bytes: Buffer; uid?: number; body?: Buffer }[] = [
   { bytes: b('* 2 EXISTS\r\n') },
   { bytes: Buffer.concat([b(`* 1 FETCH (UID 5 BODY[] {${body(1).length}}\r\n`), body(1), b(')\r\n')]), uid: 5, body: body(1) },
   { bytes: b('* 1 EXPUNGE\r\n') },
-  { bytes: Buffer.concat([b(`* 1 FETCH (FLAGS (\\Seen) UID 6 BODY[] {${body(2).length}+}\r\n`), body(2), b(' MODSEQ (9))\r\n')]), uid: 6, body: body(2) },
+  { bytes: Buffer.concat([b(`* 1 FETCH (FLAGS (\\Seen) UID 6 BODY[] {${body(2).length}}\r\n`), body(2), b(' MODSEQ (9))\r\n')]), uid: 6, body: body(2) },
   { bytes: b('* 2 FETCH (UID 7 BODY[] NIL)\r\n') },
   { bytes: b('* 3 FETCH (UID 8 FLAGS (\\Deleted))\r\n') },
   { bytes: Buffer.concat([b(`* 3 FETCH (UID 9 BODY[] {3}\r\n`), b('abc'), b(')\r\n')]) },
