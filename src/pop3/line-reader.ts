@@ -14,17 +14,7 @@ export class LineReader {
   private partialLength = 0;
   private discarding = false;
 
-  constructor(private maxLine: number) {}
-
-  /** Changes the limit for the lines that follow (SASL continuation lines may be longer). */
-  setLimit(maxLine: number): void {
-    this.maxLine = maxLine;
-  }
-
-  /** True while an incomplete line is buffered (or being discarded). */
-  get hasPartialLine(): boolean {
-    return this.partialLength > 0 || this.discarding;
-  }
+  constructor(private readonly maxLine: number) {}
 
   /** Forgets everything buffered: used when the byte stream changes meaning (STLS). */
   reset(): void {
