@@ -6,7 +6,7 @@
 #   scripts/system-deps.sh --list   print the package list, one line, and exit
 #   scripts/system-deps.sh --check  print what is missing (if anything) and exit 1, never install
 #
-# The tests start their own Dovecot (and Redis) on free loopback ports with private
+# The tests start their own Dovecot (and Redis, and Postfix) on free loopback ports with private
 # configurations; the system-wide services are never used. When this script installs the
 # server packages it keeps the system services from starting, and stops them should they have
 # started anyway. Cyrus IMAP and Courier-IMAP are never installed (their packages conflict
@@ -51,6 +51,15 @@ readonly DEPS=(
   # Perl's DB_File writes Cyrus's SASL password database; unshare, setpriv and flock run them.
   "perl:/usr/lib/*/perl/5.*/DB_File.pm"
   "util-linux:unshare"
+  # SMTP submission (test/support/postfix.ts): a private Postfix relays to the test Dovecot,
+  # which takes the mail by LMTP; swaks, msmtp (and Python's smtplib) are the real clients.
+  # Postfix is installed unconfigured (see preseed_postfix), so the Debian instance has no
+  # main.cf and never listens on port 25. swaks needs Net::SSLeay for STARTTLS (a Recommends).
+  "postfix:/usr/sbin/postfix"
+  "dovecot-lmtpd:/usr/lib/dovecot/lmtp"
+  "swaks:swaks"
+  "libnet-ssleay-perl:/usr/lib/*/perl5/5.*/Net/SSLeay.pm"
+  "msmtp:msmtp"
 )
 
 # The tests also call these, which come with the packages above.
@@ -144,6 +153,25 @@ stop_system_redis() {
   done
 }
 
+stop_system_postfix() {
+  local pid
+  if systemd_running; then
+    systemctl stop postfix.service >/dev/null 2>&1 || true
+  fi
+  # Only the Debian instance's own pid file: the tests' instances keep theirs in their queues.
+  if pid=$(pid_from /var/spool/postfix/pid/master.pid); then
+    postfix stop >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+    wait_gone "$pid"
+  fi
+}
+
+# debconf's "No configuration": the package then writes no main.cf, so the Debian instance
+# cannot start, and nothing listens on port 25. Installing postfix removes exim4 (both are the
+# mail-transport-agent), which apt does without asking under DEBIAN_FRONTEND=noninteractive.
+preseed_postfix() {
+  echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections
+}
+
 mode=${1:-}
 case "$mode" in
   --list)
@@ -191,16 +219,19 @@ cleanup() {
 trap cleanup EXIT
 
 export DEBIAN_FRONTEND=noninteractive
+if [[ " $missing " == *" postfix "* ]]; then preseed_postfix; fi
 # shellcheck disable=SC2086 # $missing is a list of package names
 {
   apt-get update -q
-  apt-get install -y -q --no-install-recommends $missing
+  # Test processes running side by side may each get here: wait for the other's dpkg lock.
+  apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 $missing
 } >&2
 
 # Whatever started anyway (an init system that ignores policy-rc.d) is stopped: the tests run
 # their own instances with their own configurations.
 if [[ " $missing " == *" dovecot-"* ]]; then stop_system_dovecot; fi
 if [[ " $missing " == *" redis-server "* ]]; then stop_system_redis; fi
+if [[ " $missing " == *" postfix "* ]]; then stop_system_postfix; fi
 
 still=$(missing_packages)
 still=${still% }

@@ -4,6 +4,7 @@
  */
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
 import type { Logger } from 'winston';
 import type { ProxyConfig } from './config/options.js';
 import { LocalUsers } from './auth/local-users.js';
@@ -17,8 +18,13 @@ import { ConnectionLimiter } from './limits/connection-limiter.js';
 import { LoginChecks } from './limits/login-checks.js';
 import { startMetricsEndpoint } from './metrics/http-endpoint.js';
 import { ProxyMetrics } from './metrics/metrics.js';
+import type { ClientInfo } from './maildrop/maildrop.js';
+import { isLoopback } from './net/address.js';
 import { Pop3Server } from './pop3/server.js';
 import { profileBackend, type SharedBackendOptions } from './routing/backends.js';
+import { profileAccess } from './routing/profile-access.js';
+import { SubmissionServer } from './smtp/submission-server.js';
+import { Submitters } from './smtp/submitters.js';
 import { ProfileRouter } from './routing/profile-router.js';
 import { RedisExpiringStore } from './shared/expiring-store.js';
 import { RedisListings } from './shared/listing-store.js';
@@ -75,11 +81,14 @@ export class Pop3ImapProxy {
     private readonly users: LocalUsers | undefined,
     /** The connection to the state replicas share, when there is one. */
     private readonly redis?: RedisLink,
+    /** SMTP submission, when a port for it is configured. */
+    readonly smtp?: SubmissionServer,
   ) {}
 
   /** Starts listening; resolves to the plain POP3 listener's address. */
   async listen(): Promise<AddressInfo> {
     const address = await this.pop3.listen();
+    await this.smtp?.listen();
     if (this.config.metrics) {
       const redis = this.redis;
       this.endpoint = await startMetricsEndpoint({
@@ -102,12 +111,13 @@ export class Pop3ImapProxy {
   }
 
   get activeSessions(): number {
-    return this.pop3.activeSessions;
+    return this.pop3.activeSessions + (this.smtp?.activeSessions ?? 0);
   }
 
   /** SIGHUP: the TLS certificate and the users file are read again; sessions go on. */
   reload(): void {
     this.pop3.reloadTls();
+    this.smtp?.reloadTls();
     if (!this.users) return;
     try {
       this.users.reload();
@@ -119,7 +129,7 @@ export class Pop3ImapProxy {
 
   /** See Pop3Server.close(); the metrics endpoint stays up until the sessions are over. */
   async close(graceMs = 0): Promise<void> {
-    await this.pop3.close(graceMs);
+    await Promise.all([this.pop3.close(graceMs), this.smtp?.close(graceMs)]);
     this.backendPool?.close();
     await this.locks.close?.();
     await this.redis?.close();
@@ -161,10 +171,13 @@ export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: Lo
       }),
   };
   const users = config.usersFile === undefined ? undefined : new LocalUsers(config.usersFile);
-  const backends = new Map([...config.routing.profiles].map(([name, profile]) => [name, profileBackend(name, profile, shared, users, logger)] as const));
+  const access = new Map([...config.routing.profiles].map(([name, profile]) => [name, profileAccess(name, profile, users)] as const));
+  const backends = new Map([...config.routing.profiles].map(([name, profile]) => [name, profileBackend(name, profile, shared, access.get(name)!, logger)] as const));
   const provider = new ProfileRouter(config.routing, backends, logger);
   const backend = { ...config.imap, timeoutMs: config.backendTimeoutMs, connectTimeoutMs: config.backendConnectTimeoutMs };
   const tls = config.tls && new TlsCredentials(config.tls.certFile, config.tls.keyFile);
+  // One count for both front doors: the limits are the machine's, whatever the protocol.
+  const limiter = new ConnectionLimiter(config.limits);
   const pop3 = new Pop3Server(
     {
       host: config.listen.host,
@@ -175,7 +188,7 @@ export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: Lo
         idleTimeoutMs: config.idleTimeoutMs,
         authTimeoutMs: config.limits.authTimeoutMs,
       },
-      limiter: new ConnectionLimiter(config.limits),
+      limiter,
       tls,
       tlsPort: config.tls?.port,
       proxyProtocol: config.proxyProtocol,
@@ -200,7 +213,47 @@ export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: Lo
       events: metrics,
     },
   );
-  const proxy = new Pop3ImapProxy(config, logger, pop3, metrics, locks, () => probeImap(backend, READY_PROBE_TIMEOUT_MS), users, redis);
+  const smtp = config.smtp && submissionServer(config, logger, metrics, checks, new Submitters(config.routing, access), tls, limiter);
+  const ready = () => probeImap(backend, READY_PROBE_TIMEOUT_MS);
+  const proxy = new Pop3ImapProxy(config, logger, pop3, metrics, locks, ready, users, redis, smtp);
   proxy.backendPool = shared.pool;
   return proxy;
+}
+
+/** The SMTP front door, under the same limits, throttle and plaintext rule as POP3. */
+function submissionServer(
+  config: ProxyConfig,
+  logger: Logger,
+  metrics: ProxyMetrics,
+  checks: LoginChecks,
+  submitters: Submitters,
+  tls: TlsCredentials | undefined,
+  limiter: ConnectionLimiter,
+): SubmissionServer {
+  const smtp = config.smtp!;
+  const tlsAvailable = tls !== undefined;
+  const policy = {
+    plaintextAuthRefused: (client: ClientInfo, secure: boolean) =>
+      tlsAvailable && !config.allowPlaintextAuth && !secure && !isLoopback(client.address),
+    maxAuthFailures: config.limits.maxAuthFailures,
+    authFailed: (address: string) => checks.authFailed(address),
+    maxSize: smtp.maxSize,
+  };
+  const relayOptions = { timeoutMs: config.backendTimeoutMs, connectTimeoutMs: config.backendConnectTimeoutMs, clientName: hostname() };
+  return new SubmissionServer(
+    {
+      host: config.listen.host,
+      port: smtp.port,
+      tlsPort: smtp.tlsPort,
+      tls,
+      proxyProtocol: config.proxyProtocol,
+      limiter,
+      idleTimeoutMs: config.idleTimeoutMs,
+      handshakeTimeoutMs: config.limits.authTimeoutMs,
+      name: hostname(),
+      connectionRefused: (limit) => metrics.connectionRefused(limit),
+      sessions: (delta) => metrics.smtpSession(delta),
+    },
+    { submitters, policy, relayOptions, events: metrics.submissionEvents, logger },
+  );
 }

@@ -11,7 +11,7 @@ import { parseCommandLine } from '../config/options.js';
 import { readSecret } from '../config/secrets.js';
 import { ConfigError } from '../config/values.js';
 import { configuration } from '../oauth/grants.js';
-import { refreshTokenStore } from '../routing/backends.js';
+import { refreshTokenStore } from '../routing/profile-access.js';
 
 export async function oauthLoginCommand(argv: readonly string[], output: NodeJS.WritableStream): Promise<void> {
   const args = await yargs([...argv])

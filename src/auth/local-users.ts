@@ -21,6 +21,8 @@ export interface LocalUser {
   readonly login: string;
   /** The mailbox address the backend is logged in to. */
   readonly mailbox: string;
+  /** Other addresses this user may send as, besides the mailbox's own (send-as). */
+  readonly sendAs: readonly string[];
   readonly passwords: readonly string[];
 }
 
@@ -85,7 +87,7 @@ function parseUser(login: string, entry: unknown, path: string): LocalUser {
   const where = `users file ${path}, user ${login}`;
   if (!/^[\x21-\x7e]{1,255}$/.test(login)) throw new UsersFileError(`${where}: a login name is 1-255 printable characters without spaces`);
   if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new UsersFileError(`${where}: expected mailbox and passwords`);
-  const { mailbox, passwords, ...rest } = entry as Record<string, unknown>;
+  const { mailbox, passwords, 'send-as': sendAs, ...rest } = entry as Record<string, unknown>;
   const unknown = Object.keys(rest)[0];
   if (unknown !== undefined) throw new UsersFileError(`${where}: unknown setting "${unknown}"`);
   if (typeof mailbox !== 'string' || !/^[^\s@]+@[^\s@]+$/.test(mailbox)) throw new UsersFileError(`${where}: mailbox must be an address (name@domain)`);
@@ -100,5 +102,15 @@ function parseUser(login: string, entry: unknown, path: string): LocalUser {
       throw new UsersFileError(`${where}: ${(err as Error).message}`);
     }
   }
-  return { login: login.toLowerCase(), mailbox, passwords: list };
+  return { login: login.toLowerCase(), mailbox, passwords: list, sendAs: senders(sendAs, where) };
+}
+
+/** The addresses besides the mailbox's own that the user may send as (SMTP MAIL FROM). */
+function senders(value: unknown, where: string): readonly string[] {
+  if (value === undefined) return [];
+  const list = typeof value === 'string' ? [value] : value;
+  if (!Array.isArray(list) || !list.every((a): a is string => typeof a === 'string' && /^[^\s@]+@[^\s@]+$/.test(a))) {
+    throw new UsersFileError(`${where}: send-as must be one or more addresses (name@domain)`);
+  }
+  return list;
 }

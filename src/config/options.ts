@@ -10,6 +10,7 @@ import type { ImapTlsMode } from '../imap/imap-client.js';
 import { needsLocalUsers, parseRouting, type BackendEndpoint, type Routing } from './profiles.js';
 import { loadTlsCredentials } from '../tls/tls-credentials.js';
 import { DEFAULT_UIDL_FORMAT } from '../imap/uidl-format.js';
+import { flagRelay, smtpConfig, SMTP_OPTIONS, type SmtpConfig } from './smtp-flags.js';
 import { checkUidlFormat, ConfigError, parseDeleteMode, readCa } from './values.js';
 import type { LogFormat, LogLevel } from '../logging/logger.js';
 
@@ -50,6 +51,8 @@ export interface ProxyConfig {
   /** The proxy's own users, for profiles that log in with tokens of the proxy's own. */
   readonly usersFile: string | undefined;
   readonly log: { readonly level: LogLevel; readonly format: LogFormat };
+  /** SMTP submission, when a port for it is given; the relays are the profiles'. */
+  readonly smtp?: SmtpConfig | undefined;
 }
 
 export interface TlsConfig {
@@ -141,6 +144,7 @@ const OPTIONS = {
   'status-file': { type: 'string', describe: 'Once listening, write the process id and the addresses listened on (POP3, TLS, metrics) to this JSON file, for `pop3-imap-proxy healthcheck`', group: 'Operations:' },
   'log-level': { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'Log level (debug adds protocol traces)', group: 'Logging:' },
   'log-format': { choices: LOG_FORMATS, default: 'text' as LogFormat, describe: 'Log line format', group: 'Logging:' },
+  ...SMTP_OPTIONS,
 } as const;
 
 /** Values read from --config, kept to tell where a bad value came from. */
@@ -273,7 +277,8 @@ function validate(raw: Raw, at: (key: string) => string, file: ConfigFile): Prox
     servername: raw['imap-servername'],
   };
   const deleteMode = parseDeleteMode(at('delete-mode'), raw['delete-mode']);
-  const defaults = { imap, deleteMode, flagOnDele: raw['flag-on-dele'], uidlFormat, auth: { grant: 'password' as const } };
+  const smtpRelay = flagRelay(raw, at);
+  const defaults = { imap, deleteMode, flagOnDele: raw['flag-on-dele'], uidlFormat, auth: { grant: 'password' as const }, smtpRelay, smtpScope: undefined };
   const routing = parseRouting(file.profiles, file.routes, defaults, file.path ?? '--config');
   const usersFile = raw['users-file'];
   if (needsLocalUsers(routing) && usersFile === undefined) throw new ConfigError(`${at('users-file')} is required: a profile logs in with tokens of the proxy's own, so the proxy must check its clients itself`);
@@ -309,6 +314,7 @@ function validate(raw: Raw, at: (key: string) => string, file: ConfigFile): Prox
     routing,
     usersFile,
     log: { level: raw['log-level'], format: raw['log-format'] },
+    smtp: smtpConfig(raw, at, raw['tls-cert'] !== undefined),
   };
 }
 

@@ -10,6 +10,8 @@
 import type { ImapSettings, ImapTlsMode } from '../imap/imap-client.js';
 import type { DeleteMode } from '../imap/imap-maildrop.js';
 import { DEFAULT_UIDL_FORMAT } from '../imap/uidl-format.js';
+import type { RelayEndpoint } from '../smtp/relay-client.js';
+import { parseRelay, RELAY_KEYS } from './relay-settings.js';
 import { checkUidlFormat, ConfigError, parseDeleteMode, readCa } from './values.js';
 
 /** An IMAP server and the mailbox served from it: the backend settings less the timeouts. */
@@ -59,6 +61,10 @@ export interface ProfileSettings {
   readonly flagOnDele: boolean;
   readonly uidlFormat: string;
   readonly auth: BackendAuth;
+  /** Where this profile's users' SMTP submissions go; undefined: nowhere (sending is refused). */
+  readonly smtpRelay: RelayEndpoint | undefined;
+  /** The token scope for the relay where it differs from the IMAP one (a token grant only). */
+  readonly smtpScope: string | undefined;
 }
 
 export interface Routing {
@@ -77,14 +83,28 @@ const DEFAULT_SCOPES: Record<string, string> = {
   'jwt-bearer': 'https://mail.google.com/',
 };
 
-const PROFILE_KEYS = ['imap-host', 'imap-port', 'imap-tls', 'imap-tls-verify', 'imap-ca', 'imap-servername', 'mailbox', 'delete-mode', 'flag-on-dele', 'uidl-format', 'auth'];
+const PROFILE_KEYS: readonly string[] = [
+  'imap-host',
+  'imap-port',
+  'imap-tls',
+  'imap-tls-verify',
+  'imap-ca',
+  'imap-servername',
+  'mailbox',
+  'delete-mode',
+  'flag-on-dele',
+  'uidl-format',
+  'auth',
+  ...RELAY_KEYS,
+  'smtp-scope',
+];
 
 /** Reads `profiles` and `routes` from the config file's values; `defaults` is the flags' profile. */
 export function parseRouting(profiles: unknown, routes: unknown, defaults: ProfileSettings, where: string): Routing {
   const byName = new Map<string, ProfileSettings>([[DEFAULT_PROFILE, defaults]]);
   for (const [name, value] of Object.entries(mapping(profiles, `profiles in ${where}`))) {
     if (name === DEFAULT_PROFILE) throw new ConfigError(`profiles in ${where}: "${DEFAULT_PROFILE}" is the profile the flags describe; name yours otherwise`);
-    byName.set(name, parseProfile(value, `profile ${name} in ${where}`));
+    byName.set(name, parseProfile(value, `profile ${name} in ${where}`, defaults.smtpRelay));
   }
   const table = new Map<string, string>();
   for (const [login, name] of Object.entries(mapping(routes, `routes in ${where}`))) {
@@ -106,7 +126,8 @@ export function needsLocalUsers(routing: Routing): boolean {
   return [...routing.profiles.values()].some((p) => p.auth.grant !== 'password');
 }
 
-function parseProfile(value: unknown, where: string): ProfileSettings {
+/** A profile; one that names no relay of its own uses the flags' (`defaultRelay`). */
+function parseProfile(value: unknown, where: string, defaultRelay: RelayEndpoint | undefined): ProfileSettings {
   const v = mapping(value, where);
   const unknown = Object.keys(v).find((k) => !PROFILE_KEYS.includes(k));
   if (unknown !== undefined) throw new ConfigError(`${where}: unknown setting "${unknown}"`);
@@ -128,6 +149,8 @@ function parseProfile(value: unknown, where: string): ProfileSettings {
     flagOnDele: optionalBoolean(v, 'flag-on-dele', where) ?? false,
     uidlFormat: checkUidlFormat(`${where}: uidl-format`, optionalString(v, 'uidl-format', where) ?? DEFAULT_UIDL_FORMAT),
     auth: v.auth === undefined ? { grant: 'password' } : parseAuth(v.auth, `${where}, auth`),
+    smtpRelay: parseRelay(v, (key) => `${where}: ${key}`) ?? defaultRelay,
+    smtpScope: optionalString(v, 'smtp-scope', where),
   };
 }
 

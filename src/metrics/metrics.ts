@@ -6,6 +6,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { EvictionReason, PoolEvents } from '../imap/backend-pool.js';
 import type { LockLossCause } from '../lock/lock-registry.js';
 import type { LoginOutcome, SessionEvents } from '../pop3/session-services.js';
+import type { SubmissionEvents, SubmissionLogin, SubmissionResult } from '../smtp/submission-session.js';
 
 const PREFIX = 'pop3proxy_';
 
@@ -86,6 +87,29 @@ export class ProxyMetrics implements SessionEvents {
     registers: [this.registry],
   });
 
+  private readonly smtpActive = new Gauge({ name: `${PREFIX}smtp_sessions_active`, help: 'SMTP submission sessions open now', registers: [this.registry] });
+  private readonly smtpLogins = new Counter({
+    name: `${PREFIX}smtp_logins_total`,
+    help: 'SMTP submission logins by outcome: ok, auth (rejected credentials), backend-error (relay or token trouble)',
+    labelNames: ['outcome'],
+    registers: [this.registry],
+  });
+  private readonly smtpMessages = new Counter({
+    name: `${PREFIX}smtp_messages_total`,
+    help: 'Messages submitted, by result: accepted (the relay said 250), refused (by the relay or the proxy), failed (the relay could not be reached), abandoned (the client or a shutdown cut it)',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+  private readonly smtpBytes = new Counter({ name: `${PREFIX}smtp_bytes_relayed_total`, help: 'Octets of messages the relay accepted', registers: [this.registry] });
+  /** For the SMTP front door. */
+  readonly submissionEvents: SubmissionEvents = {
+    login: (outcome: SubmissionLogin) => this.smtpLogins.inc({ outcome }),
+    message: (result: SubmissionResult, octets: number) => {
+      this.smtpMessages.inc({ result });
+      if (result === 'accepted') this.smtpBytes.inc(octets);
+    },
+  };
+
   private redis: { up: Gauge; fallbacks: Counter } | undefined;
 
   constructor() {
@@ -133,6 +157,11 @@ export class ProxyMetrics implements SessionEvents {
   /** For the backend: one step's latency. */
   backendStep(step: string, seconds: number): void {
     this.backend.observe({ step }, seconds);
+  }
+
+  /** An SMTP submission session opened (1) or closed (-1). */
+  smtpSession(delta: 1 | -1): void {
+    this.smtpActive.inc(delta);
   }
 
   /** An error escaped all handling (see logging/unexpected-errors.ts). */

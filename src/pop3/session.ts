@@ -11,6 +11,7 @@
 import type { LockLease, LockLossCause } from '../lock/lock-registry.js';
 import { isMaildropError } from '../maildrop/errors.js';
 import type { ClientInfo, Maildrop, MessageEntry } from '../maildrop/maildrop.js';
+import { isLoopback } from '../net/address.js';
 import type { CommandContext, CommandTable, EndReason, Farewell, SaslContinuation, SessionState, Transaction } from './command-context.js';
 import { parseCommand, type Command } from './command-parser.js';
 import { errLine, okLine, type ResponseCode } from './responses.js';
@@ -409,8 +410,4 @@ function shownCommand(command: Command | undefined, line: Buffer): string {
   if (command.verb === 'APOP') return `APOP ${command.args[0] ?? ''} ***`.trim();
   if (command.verb === 'AUTH') return command.args.length > 1 ? `AUTH ${command.args[0]} ***` : `AUTH ${command.args.join(' ')}`.trim();
   return `${command.verb} ${command.args.join(' ')}`.trim();
-}
-
-export function isLoopback(address: string): boolean {
-  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }

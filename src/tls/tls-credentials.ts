@@ -1,7 +1,8 @@
 /**
- * The certificate and key the POP3 side presents, read from PEM files. They can be read again
- * (SIGHUP) while the server runs: new handshakes use the new pair, running sessions keep theirs.
- * A pair that does not load leaves the current one in place.
+ * The certificate and key both front doors present (POP3's STLS and TLS port, SMTP's STARTTLS
+ * and TLS port), read from PEM files. They can be read again (SIGHUP) while the server runs:
+ * new handshakes use the new pair, running sessions keep theirs. A pair that does not load
+ * leaves the current one in place.
  */
 import { readFileSync } from 'node:fs';
 import tls from 'node:tls';

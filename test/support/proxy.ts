@@ -6,6 +6,7 @@ import { Writable } from 'node:stream';
 import type { AbuseLimits, MailboxPolicy, ProxyConfig } from '../../src/config/options.js';
 import { parseRouting, type BackendEndpoint, type ProfileSettings } from '../../src/config/profiles.js';
 import type { ImapTlsMode } from '../../src/imap/imap-client.js';
+import type { RelayEndpoint } from '../../src/smtp/relay-client.js';
 import type { LockRegistry } from '../../src/lock/lock-registry.js';
 import { createLogger, type LogFormat, type LogLevel } from '../../src/logging/logger.js';
 import { createProxy, type Pop3ImapProxy } from '../../src/proxy.js';
@@ -15,6 +16,8 @@ export interface TestProxy {
   readonly port: number;
   /** The implicit-TLS port, when `tls.implicit` was asked for. */
   readonly tlsPort: number | undefined;
+  /** The SMTP submission port (plain or implicit TLS), when `smtp` was asked for. */
+  readonly smtpPort: number | undefined;
   readonly server: Pop3ImapProxy;
   /** Every log line so far. */
   log(): string;
@@ -55,6 +58,9 @@ export interface TestProxyOptions {
   profiles?: Record<string, unknown>;
   routes?: Record<string, string>;
   usersFile?: string;
+  /** SMTP submission on a free port, relaying to the default profile's `smtpRelay`. */
+  smtp?: { maxSize?: number; implicitTls?: boolean };
+  smtpRelay?: RelayEndpoint;
 }
 
 /** Generous limits, so that tests which are not about them never meet them. */
@@ -94,7 +100,7 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
     ...given,
   };
   const uidlFormat = options.uidlFormat ?? '%08Xu%08Xv';
-  const defaults = { imap, deleteMode, flagOnDele, uidlFormat, auth: { grant: 'password' as const } };
+  const defaults = { imap, deleteMode, flagOnDele, uidlFormat, auth: { grant: 'password' as const }, smtpRelay: options.smtpRelay, smtpScope: undefined };
   const config: ProxyConfig = {
     listen: { host: options.listenHost ?? '127.0.0.1', port: 0 },
     imap,
@@ -113,6 +119,11 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
     routing: parseRouting(options.profiles, options.routes, defaults, 'the test configuration'),
     usersFile: options.usersFile,
     log: { level: options.logLevel ?? 'debug', format: options.logFormat ?? 'text' },
+    smtp: options.smtp && {
+      port: options.smtp.implicitTls ? undefined : 0,
+      tlsPort: options.smtp.implicitTls ? 0 : undefined,
+      maxSize: options.smtp.maxSize ?? 35 * 1024 * 1024,
+    },
   };
   const logger = createLogger({ ...config.log, stream: sink });
   const server = createProxy(config, logger, options.locks);
@@ -120,6 +131,7 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
   return {
     port: address.port,
     tlsPort: server.tlsAddress?.port,
+    smtpPort: server.smtp?.addresses.plain?.port ?? server.smtp?.addresses.tls?.port,
     server,
     log: () => lines.join(''),
     close: () => server.close(),

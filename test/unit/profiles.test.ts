@@ -8,6 +8,8 @@ const defaults: ProfileSettings = {
   flagOnDele: false,
   uidlFormat: '%08Xu%08Xv',
   auth: { grant: 'password' },
+  smtpRelay: undefined,
+  smtpScope: undefined,
 };
 
 const m365 = {

@@ -1,0 +1,108 @@
+/**
+ * Who a client submitting mail is, where its messages go and how the proxy logs in to the relay
+ * for it: by the same routes and profiles as the POP3 side. With the password grant the client's
+ * own name and password go to the relay (which checks them); with a token grant the client is
+ * checked against the proxy's own users and the relay is logged in to as the user's mailbox with
+ * a token from the same cache the IMAP side uses (or one of the profile's SMTP scope); a client
+ * that brings its own bearer token (AUTH XOAUTH2) has it passed on.
+ */
+import { routeOf, type Routing } from '../config/profiles.js';
+import type { Credentials } from '../maildrop/maildrop.js';
+import { TokenError } from '../oauth/grants.js';
+import type { ProfileAccess, TokenSource } from '../routing/profile-access.js';
+import type { RelayEndpoint, RelayLogin } from './relay-client.js';
+
+/** Why a submitter was not let in: its credentials, or something it cannot mend (for now, or at all). */
+export class SubmitterError extends Error {
+  constructor(
+    readonly kind: 'credentials' | 'temporary',
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = 'SubmitterError';
+  }
+}
+
+export interface Submitter {
+  /** The profile its login was routed to. */
+  readonly profile: string;
+  /**
+   * The addresses it may give as the envelope sender (lower case): its mailbox and its send-as
+   * addresses; undefined where the proxy cannot know them (a password login that is no
+   * address): then the relay alone decides.
+   */
+  readonly senders: ReadonlySet<string> | undefined;
+  /** Where its messages go; undefined: its profile has no relay. */
+  readonly relay: RelayEndpoint | undefined;
+  /** The relay login, with a token fetched now if the profile's grant takes one. */
+  relayLogin(): Promise<RelayLogin>;
+  /** The relay refused this login: a token is dropped from the cache, so that the next is fresh. */
+  refused(login: RelayLogin): void;
+  /** Whether the relay checks the credentials themselves (a refusal is then the client's 535). */
+  readonly relayChecksCredentials: boolean;
+}
+
+export class Submitters {
+  constructor(
+    private readonly routing: Routing,
+    private readonly access: ReadonlyMap<string, ProfileAccess>,
+  ) {}
+
+  async authenticate(credentials: Credentials): Promise<Submitter> {
+    const profile = routeOf(this.routing, credentials.user);
+    const settings = this.routing.profiles.get(profile)!;
+    const access = this.access.get(profile)!;
+    const relay = settings.smtpRelay;
+    if ('accessToken' in credentials) {
+      const login = { user: credentials.user, accessToken: credentials.accessToken };
+      return fixed(profile, relay, login, addressOf(credentials.user));
+    }
+    const tokens = access.smtpTokens;
+    if (tokens === undefined) {
+      return fixed(profile, relay, { user: credentials.user, password: credentials.password }, addressOf(credentials.user));
+    }
+    const user = await access.users?.verify(credentials.user, credentials.password);
+    if (user === undefined) throw new SubmitterError('credentials', 'unknown user or wrong password (local users)');
+    const senders = new Set([user.mailbox, ...user.sendAs].map((a) => a.toLowerCase()));
+    return tokenLogin(profile, relay, tokens, user.mailbox, senders);
+  }
+}
+
+/** A login whose relay credentials are the client's own. */
+function fixed(profile: string, relay: RelayEndpoint | undefined, login: RelayLogin, address: string | undefined): Submitter {
+  return {
+    profile,
+    relay,
+    senders: address === undefined ? undefined : new Set([address]),
+    relayLogin: () => Promise.resolve(login),
+    refused: () => undefined,
+    relayChecksCredentials: true,
+  };
+}
+
+function tokenLogin(profile: string, relay: RelayEndpoint | undefined, tokens: TokenSource, mailbox: string, senders: Set<string>): Submitter {
+  const key = tokens.key(mailbox);
+  return {
+    profile,
+    relay,
+    senders,
+    relayLogin: async () => {
+      try {
+        return { user: mailbox, accessToken: await tokens.cache.get(key) };
+      } catch (err) {
+        const why = err instanceof TokenError ? err.message : `token request failed: ${(err as Error).message}`;
+        throw new SubmitterError('temporary', why, { cause: err });
+      }
+    },
+    refused: (login) => {
+      if ('accessToken' in login) tokens.cache.invalidate(key, login.accessToken);
+    },
+    relayChecksCredentials: false,
+  };
+}
+
+/** A login name that is an address, in lower case; undefined otherwise. */
+function addressOf(login: string): string | undefined {
+  return /^[^\s@]+@[^\s@]+$/.test(login) ? login.toLowerCase() : undefined;
+}
