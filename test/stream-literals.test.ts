@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
+import { LargeMessages } from '../src/imap/large-message.js';
 import { LiteralTap } from '../src/imap/literal-tap.js';
 import { ReadAhead } from '../src/imap/read-ahead.js';
 import { corpus, mimeMessage } from './support/corpus.js';
@@ -196,20 +197,20 @@ test('windows of a large message through the tap: exact at sizes around the wind
   try {
     await imap.mailboxOpen('INBOX');
     await new Promise((resolve) => setImmediate(resolve));
-    const readAhead = new ReadAhead(imap, before, () => false, true);
+    const large = new LargeMessages(imap, true);
     for (let i = 0; i < before.length; i++) {
-      const body = await readAhead.whole(i, window);
+      const body = await large.fetch(before[i]!.uid, before[i]!.size, window);
       assert.ok(body !== undefined);
       const bytes = await drain(body.stream);
       assert.ok(bytes.equals(before[i]!.source), `${sizes[i]} octets in windows of ${window}`);
     }
-    await readAhead.settled();
+    await large.settled();
     const tap = LiteralTap.of(imap);
     assert.ok(tap !== undefined && tap.taken >= sizes.length + 4, `the windows came through the tap (${tap?.taken})`);
     // A message that is gone: undefined, and the connection goes on.
     await withImap((other) => other.messageDelete({ uid: String(before[0]!.uid) }));
     await imap.noop();
-    assert.equal(await readAhead.whole(0, window), undefined);
+    assert.equal(await large.fetch(before[0]!.uid, before[0]!.size, window), undefined);
     assert.ok(await imap.noop().then(() => true));
   } finally {
     await imap.logout();

@@ -72,7 +72,8 @@ export class BackoffError extends MaildropError {
 
   constructor(retryAfterMs: number, now: number = Date.now()) {
     const retryAt = now + retryAfterMs;
-    super('temporary', `the mail server throttled this mailbox; not trying again before ${new Date(retryAt).toISOString()} (in ${Math.ceil(retryAfterMs / 1000)} s)`);
+    const until = `${new Date(retryAt).toISOString()} (in ${Math.ceil(retryAfterMs / 1000)} s)`;
+    super('temporary', `the mail server throttled this mailbox; not trying again before ${until}`);
     this.name = 'BackoffError';
     this.retryAt = retryAt;
     this.retryAfterMs = retryAfterMs;

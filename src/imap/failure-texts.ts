@@ -39,20 +39,50 @@ export const FAILURE_TEXTS: readonly KnownFailureText[] = [
   // milliseconds`, followed by `* BYE Connection closed. 14`.
   { service: 'Exchange Online', pattern: /\bRequest is throttled\b/i, kind: 'temporary', meaning: 'throttled' },
   // Exchange Online: an outage, `NO Server Unavailable. 15` (POP3 says `-ERR Server Unavailable. 21`).
-  { service: 'Exchange Online', pattern: /^Server Unavailable\.(?:\s+\d+)?$/i, kind: 'temporary', meaning: 'server unavailable' },
+  {
+    service: 'Exchange Online',
+    pattern: /^Server Unavailable\.(?:\s+\d+)?$/i,
+    kind: 'temporary',
+    meaning: 'server unavailable',
+  },
   // Exchange Online: a wrong password (LOGIN) or a rejected token (AUTHENTICATE XOAUTH2).
-  { service: 'Exchange Online', pattern: /^(?:LOGIN|AUTHENTICATE) failed\.?$/i, kind: 'credentials', meaning: 'login rejected' },
+  {
+    service: 'Exchange Online',
+    pattern: /^(?:LOGIN|AUTHENTICATE) failed\.?$/i,
+    kind: 'credentials',
+    meaning: 'login rejected',
+  },
   // Exchange Online: `BAD User is authenticated but not connected.` to the first command after
   // a login it accepted: a wrong password it let through, or a token or service principal
   // without access to the mailbox.
-  { service: 'Exchange Online', pattern: /^User is authenticated but not connected\.?$/i, kind: 'credentials', meaning: 'authenticated but no access to the mailbox' },
+  {
+    service: 'Exchange Online',
+    pattern: /^User is authenticated but not connected\.?$/i,
+    kind: 'credentials',
+    meaning: 'authenticated but no access to the mailbox',
+  },
   // Gmail: `NO [ALERT] Too many simultaneous connections. (Failure)`: about 15 per account.
-  { service: 'Gmail', pattern: /\bToo many simultaneous connections\b/i, kind: 'temporary', meaning: 'too many connections' },
+  {
+    service: 'Gmail',
+    pattern: /\bToo many simultaneous connections\b/i,
+    kind: 'temporary',
+    meaning: 'too many connections',
+  },
   // Gmail: `NO [ALERT] Application-specific password required: https://... (Failure)` (an
   // account with 2-step verification), `NO [ALERT] Please log in via your web browser ...` and
   // `NO [WEBALERT https://...] Web login required.`: the user must act, not wait.
-  { service: 'Gmail', pattern: /\bApplication-specific password required\b/i, kind: 'credentials', meaning: 'app password required' },
-  { service: 'Gmail', pattern: /\b(?:Please log in via your web browser|Web login required)\b/i, kind: 'credentials', meaning: 'web login required' },
+  {
+    service: 'Gmail',
+    pattern: /\bApplication-specific password required\b/i,
+    kind: 'credentials',
+    meaning: 'app password required',
+  },
+  {
+    service: 'Gmail',
+    pattern: /\b(?:Please log in via your web browser|Web login required)\b/i,
+    kind: 'credentials',
+    meaning: 'web login required',
+  },
 ];
 
 /** The server's "Suggested Backoff Time: N milliseconds" (Exchange Online), in ms. */
@@ -77,7 +107,8 @@ export interface ServerFailure {
  */
 export function classifyServerFailure(code: string | undefined, text: string | undefined): ServerFailure | undefined {
   const backoffMs = suggestedBackoffMs(text);
-  const withBackoff = (kind: FailureKind, reason: string): ServerFailure => (backoffMs === undefined ? { kind, reason } : { kind, reason, backoffMs });
+  const withBackoff = (kind: FailureKind, reason: string): ServerFailure =>
+    backoffMs === undefined ? { kind, reason } : { kind, reason, backoffMs };
   const upper = (code ?? '').trim().toUpperCase();
   if (CREDENTIAL_CODES.has(upper)) return withBackoff('credentials', upper);
   if (TEMPORARY_CODES.has(upper)) return withBackoff('temporary', upper);

@@ -36,10 +36,19 @@ export function fastPaths(): FastPaths {
 }
 
 /** Says at start which hooks are off (one warning each) and sets pop3proxy_fast_path. */
-export function reportFastPaths(logger: Logger, gauge: (hook: FastPathHook, on: boolean) => void, paths: FastPaths = fastPaths()): void {
+export function reportFastPaths(
+  logger: Logger,
+  gauge: (hook: FastPathHook, on: boolean) => void,
+  paths: FastPaths = fastPaths(),
+): void {
   for (const [hook, on] of Object.entries(paths) as [FastPathHook, boolean][]) {
     gauge(hook, on);
-    if (!on) logger.warn(`Fast path ${hook} is off: the installed imapflow does not have the internals it relies on; imapflow's own way is used`);
+    if (!on) {
+      logger.warn(
+        `Fast path ${hook} is off: the installed imapflow does not have the internals it relies on; ` +
+          "imapflow's own way is used",
+      );
+    }
   }
 }
 

@@ -160,7 +160,10 @@ function leanSession(imap: ImapFlow, mailbox: string): void {
   const authenticate = internals.authenticate.bind(imap);
   internals.authenticate = () => {
     const auth = internals.options.auth;
-    if (auth?.pass !== undefined && !auth.loginMethod && !internals.capabilities.has('LOGINDISABLED') && fitsLogin(auth.pass)) auth.loginMethod = 'LOGIN';
+    const loginAllowed = !internals.capabilities.has('LOGINDISABLED');
+    if (auth?.pass !== undefined && !auth.loginMethod && loginAllowed && fitsLogin(auth.pass)) {
+      auth.loginMethod = 'LOGIN';
+    }
     return authenticate();
   };
 }
@@ -190,7 +193,8 @@ export async function ensureNamespace(imap: ImapFlow): Promise<void> {
 function knowMailbox(imap: ImapFlow, mailbox: string): void {
   const internals = imap as unknown as ImapFlowInternals;
   const prefix = internals.namespace?.prefix ?? '';
-  const path = mailbox.toUpperCase() === 'INBOX' ? 'INBOX' : prefix && !mailbox.startsWith(prefix) ? prefix + mailbox : mailbox;
+  const path =
+    mailbox.toUpperCase() === 'INBOX' ? 'INBOX' : prefix && !mailbox.startsWith(prefix) ? prefix + mailbox : mailbox;
   if (!internals.folders.has(path)) internals.folders.set(path, { path, flags: new Set(), listed: true });
 }
 
@@ -198,7 +202,8 @@ function knowMailbox(imap: ImapFlow, mailbox: string): void {
 export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new MaildropError('temporary', `${what} timed out after ${ms / 1000} s`, { fatal: true })), ms);
+    const late = () => new MaildropError('temporary', `${what} timed out after ${ms / 1000} s`, { fatal: true });
+    timer = setTimeout(() => reject(late()), ms);
   });
   try {
     return await Promise.race([promise, timeout]);
@@ -227,7 +232,10 @@ function clientOptions(
       minVersion: 'TLSv1.2',
       ...(settings.ca ? { ca: settings.ca } : {}),
     },
-    auth: 'password' in login ? { user: login.user, pass: login.password } : { user: login.user, accessToken: login.accessToken },
+    auth:
+      'password' in login
+        ? { user: login.user, pass: login.password }
+        : { user: login.user, accessToken: login.accessToken },
     // Sent in IMAP ID before login (RFC 2971): a server that trusts this proxy (Dovecot's
     // login_trusted_networks) then logs, and rate-limits, the real client instead of us.
     clientInfo: {
@@ -259,7 +267,11 @@ function clientOptions(
  * connection meanwhile, as Exchange does, the command fails as a lost connection and the hint
  * is gone. Its warning entry is the one place that always carries the hint, so it is watched.
  */
-function imapLogger(logger: Logger, onThrottle: (backoffMs: number) => void, owner: Owner): NonNullable<ImapFlowOptions['logger']> {
+function imapLogger(
+  logger: Logger,
+  onThrottle: (backoffMs: number) => void,
+  owner: Owner,
+): NonNullable<ImapFlowOptions['logger']> {
   const forward = (entry: unknown) => {
     if (!logger.isDebugEnabled()) return;
     const { msg, ...rest } = (entry ?? {}) as { msg?: string } & Record<string, unknown>;
@@ -268,7 +280,8 @@ function imapLogger(logger: Logger, onThrottle: (backoffMs: number) => void, own
   const warn = (entry: unknown) => {
     const e = (entry ?? {}) as { msg?: unknown; throttleDelay?: unknown };
     if (e.msg === 'Throttling detected' && typeof e.throttleDelay === 'number' && e.throttleDelay > 0) {
-      logger.warn(`IMAP server throttled the connection; it suggests backing off ${e.throttleDelay} ms`, ownerMeta(owner));
+      const hint = `IMAP server throttled the connection; it suggests backing off ${e.throttleDelay} ms`;
+      logger.warn(hint, ownerMeta(owner));
       onThrottle(e.throttleDelay);
     }
     forward(entry);
@@ -319,7 +332,8 @@ export interface ImapError {
 /** What the server's own answer in this error means (its RFC 5530 code, or its text), if known. */
 export function serverFailureOf(err: unknown): ServerFailure | undefined {
   const e = (err ?? {}) as ImapError;
-  const text = typeof e.responseText === 'string' ? e.responseText : typeof e.reason === 'string' ? e.reason : undefined;
+  const text =
+    typeof e.responseText === 'string' ? e.responseText : typeof e.reason === 'string' ? e.reason : undefined;
   const failure = classifyServerFailure(e.serverResponseCode, text);
   if (e.code === 'ETHROTTLE') {
     const backoffMs = typeof e.throttleReset === 'number' && e.throttleReset > 0 ? e.throttleReset : failure?.backoffMs;
@@ -337,19 +351,29 @@ export function serverFailureOf(err: unknown): ServerFailure | undefined {
 export function classifyLoginError(err: unknown, throttledMs?: number): MaildropError {
   const failure = err instanceof MaildropError ? undefined : serverFailureOf(err);
   // Throttled, then cut off or timed out while imapflow waited: the throttling is the news.
-  if (throttledMs !== undefined && failure?.kind !== 'credentials' && (!(err instanceof MaildropError) || err.kind === 'temporary')) {
-    return new MaildropError('temporary', `backend throttled the login (suggested backoff ${throttledMs} ms)`, { cause: err });
+  const temporary = !(err instanceof MaildropError) || err.kind === 'temporary';
+  if (throttledMs !== undefined && failure?.kind !== 'credentials' && temporary) {
+    const why = `backend throttled the login (suggested backoff ${throttledMs} ms)`;
+    return new MaildropError('temporary', why, { cause: err });
   }
   if (err instanceof MaildropError) return err;
   const e = (err ?? {}) as ImapError;
   const message = e.message ?? String(err);
   if (failure !== undefined) {
     const why = failure.reason + (failure.backoffMs === undefined ? '' : `, suggested backoff ${failure.backoffMs} ms`);
-    if (failure.kind === 'credentials') return new MaildropError('credentials', `credentials rejected by the backend (${why})`, { cause: err });
-    if (failure.kind === 'permanent') return new MaildropError('permanent', `backend refused login (${why})`, { cause: err });
+    if (failure.kind === 'credentials') {
+      return new MaildropError('credentials', `credentials rejected by the backend (${why})`, { cause: err });
+    }
+    if (failure.kind === 'permanent') {
+      return new MaildropError('permanent', `backend refused login (${why})`, { cause: err });
+    }
     return new MaildropError('temporary', `backend refused login for now (${why})`, { cause: err });
   }
-  if (e.authenticationFailed) return new MaildropError('credentials', 'credentials rejected by the backend', { cause: err });
-  if (e.tlsFailed || (e.code && TLS_CODE.test(e.code))) return new MaildropError('permanent', `TLS with the backend failed: ${message}`, { cause: err });
+  if (e.authenticationFailed) {
+    return new MaildropError('credentials', 'credentials rejected by the backend', { cause: err });
+  }
+  if (e.tlsFailed || (e.code && TLS_CODE.test(e.code))) {
+    return new MaildropError('permanent', `TLS with the backend failed: ${message}`, { cause: err });
+  }
   return new MaildropError('temporary', `backend unreachable: ${message}`, { cause: err, fatal: true });
 }

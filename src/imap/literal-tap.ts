@@ -93,6 +93,12 @@ export class BodyStream extends Readable {
   }
 }
 
+/** A message as read: its bytes as they come, and how many there are. */
+export interface MessageBody {
+  readonly stream: BodyStream;
+  readonly size: number;
+}
+
 /** What the tap needs of imapflow's response streamer (not in its typings). */
 interface Streamer {
   _transform(chunk: Buffer | string, encoding: BufferEncoding | 'buffer', next: (err?: Error | null) => void): void;
@@ -169,7 +175,8 @@ export class LiteralTap {
     const holder = client as { streamer?: Partial<Streamer>; connectionBusy?: unknown };
     const streamer = holder.streamer;
     if (typeof holder.connectionBusy !== 'function' || streamer === undefined || streamer === null) return false;
-    const lists = [streamer.lineBuffer, streamer.inputBuffer, streamer.literalBuffer, streamer.literals, streamer.inputQueue];
+    const { lineBuffer, inputBuffer, literalBuffer, literals, inputQueue } = streamer;
+    const lists = [lineBuffer, inputBuffer, literalBuffer, literals, inputQueue];
     return (
       typeof streamer._transform === 'function' &&
       typeof streamer.once === 'function' &&
@@ -184,7 +191,10 @@ export class LiteralTap {
    * it cannot be (then imapflow handles the bodies itself).
    */
   static of(client: ImapFlow): LiteralTap | undefined {
-    const holder = client as unknown as Record<symbol, LiteralTap | undefined> & { streamer?: Partial<Streamer>; connectionBusy?: () => boolean };
+    const holder = client as unknown as Record<symbol, LiteralTap | undefined> & {
+      streamer?: Partial<Streamer>;
+      connectionBusy?: () => boolean;
+    };
     const existing = holder[TAP];
     if (existing !== undefined) return existing;
     if (typeof holder.connectionBusy !== 'function' || holder.connectionBusy() || !client.usable) return undefined;
@@ -199,7 +209,8 @@ export class LiteralTap {
   private constructor(streamer: Streamer) {
     const parse = streamer._transform;
     streamer._transform = (chunk, encoding, next) => {
-      const bytes = typeof chunk === 'string' ? Buffer.from(chunk, encoding === 'buffer' ? undefined : encoding) : chunk;
+      const bytes =
+        typeof chunk === 'string' ? Buffer.from(chunk, encoding === 'buffer' ? undefined : encoding) : chunk;
       const slices = this.splitter.push(bytes);
       // A body whose reader fell behind holds the next chunk back (and so the socket).
       const full = this.splitter.takeFull();

@@ -3,14 +3,14 @@
  * FETCH per message costs a round trip and imapflow's per-command work each time; a FETCH of
  * many messages at once costs that once. So when reads come in order, the next small messages
  * are fetched together, ahead of time, within a byte budget that bounds the memory a session
- * can hold. Large messages are never read ahead: whole() streams one in windows when asked.
+ * can hold. Large messages are never read ahead: large-message.ts streams one in windows.
  *
  * Where the connection allows it (see LiteralTap), the bodies are taken out of the response
  * stream as they arrive and handed on in the socket's own chunks, without imapflow assembling
  * them; a message can be read as soon as its body starts to arrive.
  */
 import type { ImapFlow } from 'imapflow';
-import { BodyStream, LiteralTap } from './literal-tap.js';
+import { BodyStream, LiteralTap, type MessageBody } from './literal-tap.js';
 import type { BodyTarget } from './literal-splitter.js';
 import { uidSet } from './uid-set.js';
 
@@ -23,11 +23,6 @@ const AHEAD_BYTES = 4 * 1024 * 1024;
  * messages, so the IMAP connection never waits for us.
  */
 const BATCH_BYTES = AHEAD_BYTES / 4;
-/**
- * Bytes of a large message held at most while the client falls behind: beyond, the backend
- * connection stops being read until the client catches up.
- */
-const LARGE_HELD_BYTES = 1024 * 1024;
 /** Messages per FETCH, so that a mailbox of tiny messages does not build huge commands. */
 const AHEAD_MESSAGES = 500;
 
@@ -36,12 +31,6 @@ const NO_READ = -2;
 
 export interface ReadAheadMessage {
   readonly uid: number;
-  readonly size: number;
-}
-
-/** A message as read: its bytes as they come, and how many there are. */
-export interface MessageBody {
-  readonly stream: BodyStream;
   readonly size: number;
 }
 
@@ -155,97 +144,6 @@ export class ReadAhead {
     this.running.add(running);
     void running.finally(() => this.running.delete(running));
     return true;
-  }
-
-  /**
-   * A large message in windows of `window` octets (one FETCH each, the next asked for as soon
-   * as the current one starts to arrive), streamed as it arrives through the tap, without
-   * imapflow assembling the windows; the backend socket is read only as fast as the client
-   * takes the message (LARGE_HELD_BYTES). Undefined (at once) where the connection has no tap:
-   * then the caller downloads it with imapflow. The promise resolves once the body starts to
-   * arrive, or undefined if the server no longer has the message; a window that fails later
-   * fails the stream after what came before it.
-   */
-  whole(index: number, window: number): Promise<MessageBody | undefined> | undefined {
-    const tap = this.tapOf();
-    if (tap === undefined) return undefined;
-    const { uid, size } = this.messages[index]!;
-    const body = new BodyStream(size, LARGE_HELD_BYTES);
-    const sink = body.target();
-    let settle!: Waiting;
-    const started = new Promise<MessageBody | undefined>((resolve, reject) => (settle = { resolve, reject }));
-    started.catch(() => undefined);
-    const request = (from: number) => {
-      let asked = false;
-      const askNext = () => {
-        // Not once the reader has given up (a TOP has its lines, the client went away).
-        if (asked || body.destroyed) return;
-        asked = true;
-        request(from + window);
-      };
-      const running = this.fetchWindow(tap, uid, from, window, (octets) => {
-        if (from === 0) settle.resolve({ stream: body, size });
-        // A full window: there may be more, asked for now so that the server never waits.
-        if (octets === window) askNext();
-        return {
-          push: (chunk) => sink.push(chunk),
-          whenDrained: (ready) => sink.whenDrained(ready),
-          end: () => {
-            if (octets !== window) sink.end();
-          },
-          fail: (err) => sink.fail(err),
-        };
-      }).then(
-        (answer) => {
-          if (answer === 'taken') return;
-          if (answer === 'none' || (answer === 'empty' && from === 0)) {
-            // No such message (any more): before any data it is gone; after some, cut short.
-            if (from === 0) settle.resolve(undefined);
-            else if (answer === 'none') sink.fail(new Error(`message UID ${uid} disappeared while it was read`));
-            else sink.end();
-            return;
-          }
-          // imapflow parsed this window itself (no literal, or the UID named after the body).
-          if (from === 0) settle.resolve({ stream: body, size });
-          if (answer === 'empty') return sink.end();
-          sink.push(answer);
-          if (answer.length === window) askNext();
-          else sink.end();
-        },
-        (err: unknown) => {
-          if (from === 0) settle.reject(err);
-          sink.fail(err instanceof Error ? err : new Error(String(err)));
-        },
-      );
-      this.running.add(running);
-      void running.finally(() => this.running.delete(running));
-    };
-    request(0);
-    return started;
-  }
-
-  /**
-   * One window of a message: 'taken' when its literal went to `open`'s target, the bytes when
-   * imapflow parsed them itself, 'empty' for a row without a body, 'none' for no row at all.
-   */
-  private async fetchWindow(tap: LiteralTap, uid: number, from: number, length: number, open: (size: number) => BodyTarget): Promise<'taken' | 'empty' | 'none' | Buffer> {
-    let taken = false;
-    const start = (size: number) => {
-      taken = true;
-      return open(size);
-    };
-    tap.claimSole(uid, start);
-    try {
-      let answer: 'empty' | 'none' | Buffer = 'none';
-      for await (const message of this.client.fetch(String(uid), { uid: true, source: { start: from, maxLength: length } }, { uid: true })) {
-        if (message.uid !== uid) continue;
-        if (Buffer.isBuffer(message.source)) answer = message.source;
-        else if (answer === 'none') answer = 'empty';
-      }
-      return taken ? 'taken' : answer;
-    } finally {
-      tap.release(uid, start);
-    }
   }
 
   private tapOf(): LiteralTap | undefined {

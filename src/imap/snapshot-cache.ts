@@ -126,7 +126,8 @@ export function sameMessages(cached: MailboxState, now: MailboxState): boolean {
 
 /** Whether no flag changed either: every flag change raises HIGHESTMODSEQ (RFC 7162). */
 export function sameFlags(cached: MailboxState, now: MailboxState): boolean {
-  return sameMessages(cached, now) && cached.highestModseq !== undefined && cached.highestModseq > 0n && cached.highestModseq === now.highestModseq;
+  const modseq = cached.highestModseq;
+  return sameMessages(cached, now) && modseq !== undefined && modseq > 0n && modseq === now.highestModseq;
 }
 
 /** A UIDNEXT worth comparing: UIDs start at 1, so 0 (or a missing value) says nothing. */

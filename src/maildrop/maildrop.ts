@@ -30,6 +30,15 @@ export interface MaildropProvider {
 }
 
 /**
+ * A message's raw bytes as the store delivers them. `arrived` turns true once the store has
+ * handed over all of them (some may still wait in the stream's buffer): a reader that finds
+ * nothing buffered knows from it whether more is on its way or the message is at its end.
+ */
+export interface MessageStream extends Readable {
+  readonly arrived: boolean;
+}
+
+/**
  * One user's mailbox for one session. Message indexes are 0-based positions in the snapshot
  * returned by open(), fixed for the session.
  */
@@ -39,7 +48,7 @@ export interface Maildrop {
   /** Opens the mailbox and takes the snapshot of its messages. */
   open(): Promise<readonly MessageEntry[]>;
   /** The raw message, streamed; fails with an error if it cannot be delivered whole. */
-  read(index: number): Promise<Readable>;
+  read(index: number): Promise<MessageStream>;
   /** Tells the store that RETR delivered this message whole (it may mark it read). */
   retrieved(index: number): Promise<void>;
   /** Marks a message for deletion in the store (reversible). */

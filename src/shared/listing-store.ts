@@ -13,16 +13,10 @@
  * last use, their sizes and their total). So listings never fill a Redis that must keep room
  * for the mailbox locks (maxmemory-policy noeviction).
  */
+import type { SharedListings } from '../imap/listing-store.js';
 import type { CachedMailbox } from '../imap/snapshot-cache.js';
 import { decodeListing, encodeListing } from './listing-codec.js';
 import { KEY_PREFIX, sharedKey, type RedisLink } from './redis-link.js';
-
-export interface SharedListings {
-  /** The listing kept for this mailbox; undefined when there is none, Redis is away or late. Never rejects. */
-  get(mailboxKey: string): Promise<CachedMailbox | undefined>;
-  /** Keeps this listing for the next session, wherever it lands. Fire and forget: never rejects. */
-  set(mailboxKey: string, listing: CachedMailbox): void;
-}
 
 export interface RedisListingsOptions {
   /** A listing of more messages than this is not written (the process's own cache limit). */

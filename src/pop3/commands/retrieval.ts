@@ -1,5 +1,5 @@
-import type { Readable } from 'node:stream';
 import { isMaildropError } from '../../maildrop/errors.js';
+import type { MessageStream } from '../../maildrop/maildrop.js';
 import type { CommandContext, CommandHandler } from '../command-context.js';
 import { parseLineCount } from '../command-parser.js';
 import { errLine } from '../responses.js';
@@ -54,7 +54,7 @@ export const TOP: CommandHandler = {
  * message for a complete one.
  */
 async function deliver(context: CommandContext, index: number, top: TopFilter | undefined): Promise<number | undefined> {
-  let source: Readable;
+  let source: MessageStream;
   try {
     source = await context.transaction.maildrop.read(index);
   } catch (err) {
@@ -78,7 +78,7 @@ async function deliver(context: CommandContext, index: number, top: TopFilter | 
       }
       if (top?.done) break;
       // Nothing more at hand (the next chunk is still on its way), or enough for one write.
-      if (gathered >= WRITE_BYTES || (source.readableLength === 0 && !allArrived(source))) {
+      if (gathered >= WRITE_BYTES || (source.readableLength === 0 && !source.arrived)) {
         if (pieces.length > 0) await context.send(pieces);
         pieces = [];
         gathered = 0;
@@ -94,15 +94,6 @@ async function deliver(context: CommandContext, index: number, top: TopFilter | 
     return undefined;
   }
   return octets;
-}
-
-/**
- * Whether the source has been given all of its data (what is left of it is buffered). Node
- * tells this only in the readable state's `ended` (its public readableEnded comes later, once
- * the reader has taken everything).
- */
-function allArrived(source: Readable): boolean {
-  return (source as unknown as { _readableState?: { ended?: boolean } })._readableState?.ended === true;
 }
 
 async function replyReadFailure(context: CommandContext, err: unknown): Promise<void> {
