@@ -95,7 +95,8 @@ async function refuse(context: CommandContext, err: unknown): Promise<void> {
     case 'credentials':
       return refuseCredentials(context);
     case 'permanent':
-      return context.error(`Mailbox not available: ${failure.message}`, 'SYS/PERM');
+      // The reason (a folder's name, the identity provider's words) is the log's, not the client's.
+      return context.error('Mailbox not available; tell the administrator.', 'SYS/PERM');
     default:
       return context.error('Mail server temporarily unavailable, try again later.', 'SYS/TEMP');
   }

@@ -266,7 +266,8 @@ export class Pop3Session implements CommandContext {
       // A configuration the server cannot follow (no such folder) will not mend by itself.
       const permanent = isMaildropError(err) && err.kind === 'permanent';
       const advice = permanent ? 'tell the administrator' : 'try again later';
-      const text = `Deleted messages were not removed: ${errorText(err)}. Nothing was deleted; ${advice}.`;
+      // The reason is in the log above: the client's line names no folder and quotes no server.
+      const text = `Deleted messages were not removed. Nothing was deleted; ${advice}.`;
       return this.end('quit-failed', errLine(text, permanent ? 'SYS/PERM' : 'SYS/TEMP'));
     }
     this.stats.expunged = indexes.length;
