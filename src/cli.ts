@@ -7,6 +7,7 @@
 import { hashPasswordCommand } from './admin/hash-password.js';
 import { address, healthcheckCommand, removeStatusFile, writeStatusFile } from './admin/healthcheck.js';
 import { oauthLoginCommand } from './admin/oauth-login.js';
+import { HASH_PASSWORD_USAGE, HEALTHCHECK_USAGE, wantsHelp } from './admin/usage.js';
 import { ConfigError, parseCommandLine } from './config/options.js';
 import { createLogger } from './logging/logger.js';
 import { installLastResort } from './logging/unexpected-errors.js';
@@ -26,6 +27,8 @@ async function admin(command: string, args: readonly string[]): Promise<number> 
 
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
+  if (command === 'hash-password' && wantsHelp(rest)) return void process.stdout.write(HASH_PASSWORD_USAGE);
+  if (command === 'healthcheck' && wantsHelp(rest)) return void process.stdout.write(HEALTHCHECK_USAGE);
   if (command === 'hash-password' || command === 'oauth-login') process.exit(await admin(command, rest));
   if (command === 'healthcheck') process.exit(await healthcheckCommand(rest, process.stdout, process.stderr));
   let parsed;

@@ -122,6 +122,7 @@ export class Pop3ImapProxy {
     try {
       this.users.reload();
       this.logger.info(`Users file reloaded: ${this.users.size} users`);
+      for (const warning of this.users.warnings) this.logger.warn(warning);
     } catch (err) {
       this.logger.error(`Users file not reloaded, keeping the users in force: ${(err as Error).message}`);
     }
@@ -171,6 +172,7 @@ export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: Lo
       }),
   };
   const users = config.usersFile === undefined ? undefined : new LocalUsers(config.usersFile);
+  for (const warning of users?.warnings ?? []) logger.warn(warning);
   const access = new Map([...config.routing.profiles].map(([name, profile]) => [name, profileAccess(name, profile, users)] as const));
   const backends = new Map([...config.routing.profiles].map(([name, profile]) => [name, profileBackend(name, profile, shared, access.get(name)!, logger)] as const));
   const provider = new ProfileRouter(config.routing, backends, logger);

@@ -41,6 +41,29 @@ test('--help lists every flag with its default', { timeout: 120_000 }, () => {
     assert.ok(r.stdout.includes(flag), flag);
   }
   assert.match(r.stdout, /default: 600/);
+  for (const flag of ['--smtp-port', '--smtp-tls-port', '--smtp-max-size', '--smtp-relay-host', '--smtp-relay-port', '--smtp-relay-tls']) {
+    assert.ok(r.stdout.includes(flag), flag);
+  }
+  // Every administrator's command is named, with how to get its own help.
+  for (const command of ['hash-password', 'oauth-login', 'healthcheck']) assert.match(r.stdout, new RegExp(`^  ${command}\\b`, 'm'), command);
+  assert.match(r.stdout, /pop3-imap-proxy COMMAND --help/);
+});
+
+test('each command\'s --help prints its usage and exits 0, doing nothing else', { timeout: 120_000 }, () => {
+  const usage: Record<string, RegExp> = {
+    'hash-password': /^Usage: pop3-imap-proxy hash-password\n[\s\S]*standard input/,
+    healthcheck: /^Usage: pop3-imap-proxy healthcheck \[STATUS_FILE\]/,
+    'oauth-login': /pop3-imap-proxy oauth-login --config FILE --profile NAME --account ADDRESS[\s\S]*--account, --mailbox/,
+  };
+  for (const [command, expected] of Object.entries(usage)) {
+    for (const flag of ['--help', '-h']) {
+      if (command === 'oauth-login' && flag === '-h') continue;
+      const r = run([command, flag]);
+      assert.equal(r.status, 0, `${command} ${flag}: ${r.stderr}`);
+      assert.match(r.stdout, expected, `${command} ${flag}`);
+      assert.equal(r.stderr, '', `${command} ${flag} says nothing on stderr`);
+    }
+  }
 });
 
 test('bad values end the program at once with one line naming the flag and exit status 2', { timeout: 120_000 }, () => {

@@ -19,14 +19,18 @@ export async function oauthLoginCommand(argv: readonly string[], output: NodeJS.
     .options({
       config: { type: 'string', demandOption: true, describe: 'The proxy\'s config file, with the profile' },
       profile: { type: 'string', demandOption: true, describe: 'A profile with grant refresh-token and a device-url' },
-      mailbox: { type: 'string', demandOption: true, describe: 'The mailbox address to sign in as' },
+      account: { type: 'string', demandOption: true, alias: 'mailbox', describe: 'The account (mailbox address) to sign in as' },
     })
+    .usage('$0 --config FILE --profile NAME --account ADDRESS\n\nSigns an account in (device code) and saves its refresh token for the profile.')
+    .help()
     .strict()
     .exitProcess(false)
     .fail((msg, err) => {
       throw new ConfigError(msg || err?.message || 'invalid arguments');
     })
     .parseAsync();
+  // --help was answered (yargs printed the usage): nothing else to do.
+  if (args.help) return;
   const parsed = await parseCommandLine(['--config', args.config]);
   const profile = parsed?.config.routing.profiles.get(args.profile);
   if (!profile) throw new ConfigError(`--profile: ${args.config} has no profile ${args.profile}`);
@@ -40,11 +44,35 @@ export async function oauthLoginCommand(argv: readonly string[], output: NodeJS.
   });
   const device = await oidc.initiateDeviceAuthorization(config, { scope: auth.scope });
   output.write(
-    `To let the proxy read ${args.mailbox}, sign in as that mailbox at\n  ${device.verification_uri_complete ?? device.verification_uri}\n` +
+    `To let the proxy read ${args.account}, sign in as that mailbox at\n  ${device.verification_uri_complete ?? device.verification_uri}\n` +
       `and enter the code ${device.user_code} (valid for ${Math.round(device.expires_in / 60)} minutes). Waiting...\n`,
   );
-  const tokens = await oidc.pollDeviceAuthorizationGrant(config, device);
+  const tokens = await oidc.pollDeviceAuthorizationGrant(config, device).catch((err: unknown) => {
+    throw new Error(deviceFailure(err, Math.round(device.expires_in / 60)));
+  });
   if (!tokens.refresh_token) throw new Error('the server returned no refresh token: add offline_access to the profile\'s scope');
-  await store.save(args.mailbox, tokens.refresh_token);
-  output.write(`Saved the refresh token for ${args.mailbox} in ${auth.tokenStore}.\n`);
+  await store.save(args.account, tokens.refresh_token);
+  output.write(`Saved the refresh token for ${args.account} in ${auth.tokenStore}.\n`);
+}
+
+/**
+ * What a failed device sign-in means and what to do about it (openid-client itself slows down
+ * when the server says slow_down, and only gives up on the other answers).
+ */
+function deviceFailure(err: unknown, minutes: number): string {
+  const answer = err as { error?: unknown; error_description?: unknown; message?: unknown };
+  const said = typeof answer.error_description === 'string' ? ` (${answer.error_description})` : '';
+  switch (answer.error) {
+    case 'access_denied':
+      return `the sign-in was declined${said}: run oauth-login again and accept what the app asks for`;
+    case 'expired_token':
+      return `the code expired before the sign-in${said}: run oauth-login again and sign in within ${minutes} minutes`;
+    case 'authorization_pending':
+    case 'slow_down':
+      return `the authorization server kept the sign-in pending${said}: run oauth-login again`;
+    case undefined:
+      return `the sign-in could not be completed: ${String(answer.message ?? err)}`;
+    default:
+      return `the authorization server refused the sign-in: ${String(answer.error)}${said}`;
+  }
 }

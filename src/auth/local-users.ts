@@ -1,11 +1,11 @@
 /**
  * The proxy's own users, for backends the proxy logs in to with a token of its own: a POP3
  * client is let through only with a password that matches one of its login's hashes. The file
- * (YAML) maps each login name to the mailbox it reads and one or more password hashes (several
- * applications may each have their own password for one mailbox):
+ * (YAML) maps each login name to the account it reads and one or more password hashes (several
+ * applications may each have their own password for one account):
  *
  *   erp-importer:
- *     mailbox: invoices@example.com
+ *     account: invoices@example.com
  *     passwords:
  *       - $scrypt$ln=15,r=8,p=1$...$...
  *
@@ -19,9 +19,9 @@ import { checkHashFormat, DEFAULT_COST, hashPassword, verifyPassword } from './p
 
 export interface LocalUser {
   readonly login: string;
-  /** The mailbox address the backend is logged in to. */
-  readonly mailbox: string;
-  /** Other addresses this user may send as, besides the mailbox's own (send-as). */
+  /** The account (its address) the backend is logged in to, with the proxy's token. */
+  readonly account: string;
+  /** Other addresses this user may send as, besides the account's own (send-as). */
   readonly sendAs: readonly string[];
   readonly passwords: readonly string[];
 }
@@ -36,11 +36,13 @@ export class UsersFileError extends ConfigError {
 
 export class LocalUsers {
   private users: ReadonlyMap<string, LocalUser>;
+  /** What the last read of the file found worth telling (a key under its old name). */
+  warnings: readonly string[] = [];
   /** Checked for unknown logins, so that they take as long to refuse as wrong passwords. */
   private readonly decoy: Promise<string> = hashPassword('decoy', DEFAULT_COST);
 
   constructor(private readonly path: string) {
-    this.users = readUsersFile(path);
+    this.users = this.read();
   }
 
   get size(): number {
@@ -49,7 +51,14 @@ export class LocalUsers {
 
   /** Reads the file again; throws UsersFileError (and keeps the users in force) if it is bad. */
   reload(): void {
-    this.users = readUsersFile(this.path);
+    this.users = this.read();
+  }
+
+  private read(): ReadonlyMap<string, LocalUser> {
+    const warnings: string[] = [];
+    const users = readUsersFile(this.path, warnings);
+    this.warnings = warnings;
+    return users;
   }
 
   /** The user whose login and password these are, or undefined. Login names are case-insensitive. */
@@ -65,7 +74,7 @@ export class LocalUsers {
   }
 }
 
-export function readUsersFile(path: string): ReadonlyMap<string, LocalUser> {
+export function readUsersFile(path: string, warnings: string[] = []): ReadonlyMap<string, LocalUser> {
   let parsed: unknown;
   try {
     parsed = parseYaml(readFileSync(path, 'utf8'));
@@ -76,21 +85,25 @@ export function readUsersFile(path: string): ReadonlyMap<string, LocalUser> {
   if (typeof parsed !== 'object' || Array.isArray(parsed)) throw new UsersFileError(`users file ${path} must map login names to users`);
   const users = new Map<string, LocalUser>();
   for (const [login, entry] of Object.entries(parsed as Record<string, unknown>)) {
-    const user = parseUser(login, entry, path);
+    const user = parseUser(login, entry, path, warnings);
     if (users.has(user.login)) throw new UsersFileError(`users file ${path}: login ${login} appears twice (names are case-insensitive)`);
     users.set(user.login, user);
   }
   return users;
 }
 
-function parseUser(login: string, entry: unknown, path: string): LocalUser {
+function parseUser(login: string, entry: unknown, path: string, warnings: string[]): LocalUser {
   const where = `users file ${path}, user ${login}`;
   if (!/^[\x21-\x7e]{1,255}$/.test(login)) throw new UsersFileError(`${where}: a login name is 1-255 printable characters without spaces`);
-  if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new UsersFileError(`${where}: expected mailbox and passwords`);
-  const { mailbox, passwords, 'send-as': sendAs, ...rest } = entry as Record<string, unknown>;
+  if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new UsersFileError(`${where}: expected account and passwords`);
+  const { account: given, mailbox, passwords, 'send-as': sendAs, ...rest } = entry as Record<string, unknown>;
   const unknown = Object.keys(rest)[0];
   if (unknown !== undefined) throw new UsersFileError(`${where}: unknown setting "${unknown}"`);
-  if (typeof mailbox !== 'string' || !/^[^\s@]+@[^\s@]+$/.test(mailbox)) throw new UsersFileError(`${where}: mailbox must be an address (name@domain)`);
+  if (given !== undefined && mailbox !== undefined) throw new UsersFileError(`${where}: give account (the new name of mailbox), not both`);
+  // "mailbox" is the IMAP folder everywhere else (--mailbox): the address is the account.
+  if (mailbox !== undefined) warnings.push(`${where}: "mailbox" is now "account" (the address logged in to); the old name is still read`);
+  const account = given ?? mailbox;
+  if (typeof account !== 'string' || !/^[^\s@]+@[^\s@]+$/.test(account)) throw new UsersFileError(`${where}: account must be an address (name@domain)`);
   const list = typeof passwords === 'string' ? [passwords] : passwords;
   if (!Array.isArray(list) || list.length === 0 || !list.every((p): p is string => typeof p === 'string')) {
     throw new UsersFileError(`${where}: passwords must be one or more hashes`);
@@ -102,10 +115,10 @@ function parseUser(login: string, entry: unknown, path: string): LocalUser {
       throw new UsersFileError(`${where}: ${(err as Error).message}`);
     }
   }
-  return { login: login.toLowerCase(), mailbox, passwords: list, sendAs: senders(sendAs, where) };
+  return { login: login.toLowerCase(), account, passwords: list, sendAs: senders(sendAs, where) };
 }
 
-/** The addresses besides the mailbox's own that the user may send as (SMTP MAIL FROM). */
+/** The addresses besides the account's own that the user may send as (SMTP MAIL FROM). */
 function senders(value: unknown, where: string): readonly string[] {
   if (value === undefined) return [];
   const list = typeof value === 'string' ? [value] : value;

@@ -10,6 +10,7 @@ import type { ImapTlsMode } from '../imap/imap-client.js';
 import { needsLocalUsers, parseRouting, type BackendEndpoint, type Routing } from './profiles.js';
 import { loadTlsCredentials } from '../tls/tls-credentials.js';
 import { DEFAULT_UIDL_FORMAT } from '../imap/uidl-format.js';
+import { COMMANDS_EPILOGUE } from '../admin/usage.js';
 import { flagRelay, smtpConfig, SMTP_OPTIONS, type SmtpConfig } from './smtp-flags.js';
 import { checkUidlFormat, ConfigError, parseDeleteMode, readCa } from './values.js';
 import type { LogFormat, LogLevel } from '../logging/logger.js';
@@ -163,7 +164,8 @@ const FILE_ONLY_KEYS = ['profiles', 'routes'];
 function parser(argv: readonly string[], file: ConfigFile) {
   return yargs([...argv])
     .scriptName('pop3-imap-proxy')
-    .usage('$0 --imap-host HOST [options]\n\nA POP3 server that serves each user\'s mailbox from an IMAP server.')
+    .usage('$0 --imap-host HOST [options]\n$0 COMMAND [options]\n\nA POP3 server that serves each user\'s mailbox from an IMAP server, and SMTP submission to its mail service.')
+    .epilogue(COMMANDS_EPILOGUE)
     .env(ENV_PREFIX)
     .config('config', 'YAML or JSON file with the same keys as the flags (flags > environment > file > defaults), and backend profiles and routes', (path: string) => {
       const { profiles, routes, ...values } = readConfigFile(path);

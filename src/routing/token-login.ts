@@ -27,23 +27,23 @@ export class TokenLogin implements MaildropProvider {
     if (!('password' in credentials)) return this.backend.authenticate(credentials, client);
     const user = await this.users.verify(credentials.user, credentials.password);
     if (!user) throw new MaildropError('credentials', 'unknown user or wrong password (local users)');
-    const key = this.tokenKey(user.mailbox);
+    const key = this.tokenKey(user.account);
     const first = await this.token(key);
     try {
-      return await this.backend.authenticate({ user: user.mailbox, accessToken: first }, client);
+      return await this.backend.authenticate({ user: user.account, accessToken: first }, client);
     } catch (err) {
       if (!(err instanceof MaildropError) || err.kind !== 'credentials') throw err;
-      this.logger.info(`The backend refused the token for ${user.mailbox}; fetching a new one`);
+      this.logger.info(`The backend refused the token for ${user.account}; fetching a new one`);
       this.tokens.invalidate(key, first);
     }
     const second = await this.token(key);
     try {
-      return await this.backend.authenticate({ user: user.mailbox, accessToken: second }, client);
+      return await this.backend.authenticate({ user: user.account, accessToken: second }, client);
     } catch (err) {
       if (!(err instanceof MaildropError) || err.kind !== 'credentials') throw err;
       this.tokens.invalidate(key, second);
       // The client's password was right: the proxy's access is what the backend refuses.
-      throw new MaildropError('permanent', `the mail server refuses the proxy's token for ${user.mailbox} (check the app's permission on that mailbox)`, { cause: err });
+      throw new MaildropError('permanent', `the mail server refuses the proxy's token for ${user.account} (check the app's permission on that mailbox)`, { cause: err });
     }
   }
 

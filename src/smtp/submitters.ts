@@ -64,8 +64,8 @@ export class Submitters {
     }
     const user = await access.users?.verify(credentials.user, credentials.password);
     if (user === undefined) throw new SubmitterError('credentials', 'unknown user or wrong password (local users)');
-    const senders = new Set([user.mailbox, ...user.sendAs].map((a) => a.toLowerCase()));
-    return tokenLogin(profile, relay, tokens, user.mailbox, senders);
+    const senders = new Set([user.account, ...user.sendAs].map((a) => a.toLowerCase()));
+    return tokenLogin(profile, relay, tokens, user.account, senders);
   }
 }
 

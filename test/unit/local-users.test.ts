@@ -42,7 +42,7 @@ test('a user with several passwords (one per application) logs in with each; nam
   const file = await usersFile(
     [
       'erp-importer:',
-      '  mailbox: invoices@example.com',
+      '  account: invoices@example.com',
       '  passwords:',
       `    - "${await hashPassword('erp-pw', FAST)}"`,
       `    - "${await hashPassword('scanner-pw', FAST)}"`,
@@ -52,18 +52,23 @@ test('a user with several passwords (one per application) logs in with each; nam
     ].join('\n'),
   );
   const users = new LocalUsers(file);
-  assert.equal((await users.verify('erp-importer', 'erp-pw'))?.mailbox, 'invoices@example.com');
-  assert.equal((await users.verify('ERP-Importer', 'scanner-pw'))?.mailbox, 'invoices@example.com');
+  // Ticketing still says mailbox: the old name is read, with a warning saying the new one.
+  assert.deepEqual(users.warnings, [`users file ${file}, user Ticketing: "mailbox" is now "account" (the address logged in to); the old name is still read`]);
+  assert.equal((await users.verify('erp-importer', 'erp-pw'))?.account, 'invoices@example.com');
+  assert.equal((await users.verify('ERP-Importer', 'scanner-pw'))?.account, 'invoices@example.com');
   assert.equal(await users.verify('erp-importer', 'tix'), undefined);
-  assert.equal((await users.verify('ticketing', 'tix'))?.mailbox, 'support@example.com');
+  assert.equal((await users.verify('ticketing', 'tix'))?.account, 'support@example.com');
   assert.equal(await users.verify('nobody', 'erp-pw'), undefined);
 });
 
 test('a bad users file is refused with the reason; reload keeps the users in force', { timeout: 30_000 }, async () => {
   const h = await hashPassword('x', FAST);
   const cases: Array<[string, RegExp]> = [
-    ['alice: [1, 2]', /expected mailbox and passwords/],
-    ['alice:\n  mailbox: not-an-address\n  passwords: x', /mailbox must be an address/],
+    ['alice: [1, 2]', /expected account and passwords/],
+    ['alice:\n  account: not-an-address\n  passwords: x', /account must be an address/],
+    ['alice:\n  mailbox: not-an-address\n  passwords: x', /account must be an address/],
+    ['alice:\n  account: a@example.com\n  mailbox: a@example.com\n  passwords: x', /give account \(the new name of mailbox\), not both/],
+    [`alice:\n  account: a@example.com\n  send-as: nope\n  passwords: "${h}"`, /send-as must be one or more addresses/],
     ['alice:\n  mailbox: a@example.com\n  passwords: plaintext', /not a \$scrypt/],
     ['alice:\n  mailbox: a@example.com\n  passwords: []', /one or more hashes/],
     ['alice:\n  mailbox: a@example.com\n  password: x', /unknown setting "password"/],
@@ -81,9 +86,9 @@ test('a bad users file is refused with the reason; reload keeps the users in for
   const users = new LocalUsers(file);
   await writeFile(file, 'bob: {');
   assert.throws(() => users.reload(), UsersFileError);
-  assert.equal((await users.verify('bob', 'pw'))?.mailbox, 'bob@example.com', 'the old users stay');
+  assert.equal((await users.verify('bob', 'pw'))?.account, 'bob@example.com', 'the old users stay');
   await writeFile(file, `carol:\n  mailbox: carol@example.com\n  passwords: "${await hashPassword('pw2', FAST)}"\n`);
   users.reload();
   assert.equal(await users.verify('bob', 'pw'), undefined);
-  assert.equal((await users.verify('carol', 'pw2'))?.mailbox, 'carol@example.com');
+  assert.equal((await users.verify('carol', 'pw2'))?.account, 'carol@example.com');
 });
