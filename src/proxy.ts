@@ -160,6 +160,7 @@ export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: Lo
     cacheMessages: SNAPSHOT_CACHE_MESSAGES,
     maxMessages: config.policy.maxMessages,
     markSeen: config.policy.markSeen,
+    listing: config.policy.listing,
     onStep: (step, seconds) => metrics.backendStep(step, seconds),
     pool: new BackendPool({ reuseMs: config.backendReuseMs ?? 0, maxPerMailbox: POOL_PER_MAILBOX, maxTotal: POOL_TOTAL, events: metrics.poolEvents }),
     listings:
@@ -211,6 +212,7 @@ export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: Lo
         loginWait: (mailbox) => checks.loginWait(mailbox),
         loggedIn: (mailbox) => checks.loggedIn(mailbox),
         expire: config.policy.expire,
+        folderSeparator: config.policy.folderSeparator,
       },
       events: metrics,
     },

@@ -23,6 +23,13 @@ export interface LocalUser {
   readonly account: string;
   /** Other addresses this user may send as, besides the account's own (send-as). */
   readonly sendAs: readonly string[];
+  /**
+   * Whose token opens the account, when it is another's (a delegate reading a shared mailbox
+   * with its own refresh token); undefined: the account's own.
+   */
+  readonly tokenAccount: string | undefined;
+  /** The folder served, when not the profile's. */
+  readonly folder: string | undefined;
   readonly passwords: readonly string[];
 }
 
@@ -96,7 +103,8 @@ function parseUser(login: string, entry: unknown, path: string, warnings: string
   const where = `users file ${path}, user ${login}`;
   if (!/^[\x21-\x7e]{1,255}$/.test(login)) throw new UsersFileError(`${where}: a login name is 1-255 printable characters without spaces`);
   if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new UsersFileError(`${where}: expected account and passwords`);
-  const { account: given, mailbox, passwords, 'send-as': sendAs, ...rest } = entry as Record<string, unknown>;
+  const fields = entry as Record<string, unknown>;
+  const { account: given, mailbox, passwords, 'send-as': sendAs, 'token-account': tokenAccount, folder, ...rest } = fields;
   const unknown = Object.keys(rest)[0];
   if (unknown !== undefined) throw new UsersFileError(`${where}: unknown setting "${unknown}"`);
   if (given !== undefined && mailbox !== undefined) throw new UsersFileError(`${where}: give account (the new name of mailbox), not both`);
@@ -115,7 +123,18 @@ function parseUser(login: string, entry: unknown, path: string, warnings: string
       throw new UsersFileError(`${where}: ${(err as Error).message}`);
     }
   }
-  return { login: login.toLowerCase(), account, passwords: list, sendAs: senders(sendAs, where) };
+  if (tokenAccount !== undefined && (typeof tokenAccount !== 'string' || !/^[^\s@]+@[^\s@]+$/.test(tokenAccount))) {
+    throw new UsersFileError(`${where}: token-account must be an address (name@domain)`);
+  }
+  if (folder !== undefined && (typeof folder !== 'string' || folder.trim() === '')) throw new UsersFileError(`${where}: folder must be a folder name`);
+  return {
+    login: login.toLowerCase(),
+    account,
+    passwords: list,
+    sendAs: senders(sendAs, where),
+    tokenAccount: tokenAccount as string | undefined,
+    folder: folder as string | undefined,
+  };
 }
 
 /** The addresses besides the account's own that the user may send as (SMTP MAIL FROM). */

@@ -12,7 +12,8 @@ import { loadTlsCredentials } from '../tls/tls-credentials.js';
 import { DEFAULT_UIDL_FORMAT } from '../imap/uidl-format.js';
 import { COMMANDS_EPILOGUE } from '../admin/usage.js';
 import { flagRelay, smtpConfig, SMTP_OPTIONS, type SmtpConfig } from './smtp-flags.js';
-import { checkUidlFormat, ConfigError, parseDeleteMode, readCa } from './values.js';
+import { mailboxPolicy, MAILBOX_OPTIONS, type MailboxPolicy } from './mailbox-flags.js';
+import { checkUidlFormat, ConfigError, count, parseDeleteMode, readCa, seconds } from './values.js';
 import type { LogFormat, LogLevel } from '../logging/logger.js';
 
 export interface ProxyConfig {
@@ -63,23 +64,6 @@ export interface TlsConfig {
   readonly port: number | undefined;
 }
 
-/**
- * What every profile's mailboxes share. What QUIT does with deleted messages, whether \Deleted
- * is stored at DELE and the UIDL format are each profile's own (profiles.ts): the flags only
- * set the default profile's.
- */
-export interface MailboxPolicy {
-  /** Serve only the newest this many messages. */
-  readonly maxMessages: number | undefined;
-  readonly markSeen: boolean;
-  /** The text after "+OK" in the greeting. */
-  readonly greeting: string;
-  /** Minimum time between two logins of one user (announced as LOGIN-DELAY). */
-  readonly loginDelayS: number | undefined;
-  /** What CAPA announces as EXPIRE: days, or 'NEVER'. */
-  readonly expire: number | 'NEVER' | undefined;
-}
-
 export interface AbuseLimits {
   readonly maxConnections: number;
   readonly maxConnectionsPerIp: number;
@@ -93,22 +77,15 @@ export interface AbuseLimits {
   readonly maxErrors: number;
 }
 
-export { ConfigError };
+export { ConfigError, type MailboxPolicy };
 
 export const ENV_PREFIX = 'POP3PROXY';
-const DEFAULT_GREETING = 'POP3 server ready.';
 const TLS_MODES = ['implicit', 'starttls', 'none'] as const;
 const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 const LOG_FORMATS = ['text', 'json'] as const;
 
 const OPTIONS = {
-  'max-messages': { type: 'number', describe: 'Serve only the newest N messages of the mailbox', group: 'Mailbox policy:' },
-  'mark-seen': { type: 'boolean', default: false, describe: 'Set \\Seen on a message once RETR delivered it', group: 'Mailbox policy:' },
-  'delete-mode': { type: 'string', default: 'expunge', describe: 'What QUIT does with deleted messages: expunge, move:FOLDER (keep a copy there) or flag (leave them flagged \\Deleted)', group: 'Mailbox policy:' },
-  'flag-on-dele': { type: 'boolean', default: false, describe: 'Store \\Deleted at DELE and take it back at RSET, instead of at QUIT (a killed proxy leaves the flags behind; ignored on servers that expunge flagged mail at once, such as Gmail)', group: 'Mailbox policy:' },
-  greeting: { type: 'string', default: DEFAULT_GREETING, describe: 'Text of the greeting after "+OK" (at most 506 octets)', group: 'Mailbox policy:' },
-  'login-delay': { type: 'number', describe: 'Seconds a user must wait between logins; announced in CAPA as LOGIN-DELAY', group: 'Mailbox policy:' },
-  expire: { type: 'string', describe: 'Days the server keeps retrieved mail, or NEVER; announced in CAPA as EXPIRE', group: 'Mailbox policy:' },
+  ...MAILBOX_OPTIONS,
   'print-config': { type: 'boolean', default: false, describe: 'Print the effective configuration and exit', group: 'Operations:' },
   'imap-host': { type: 'string', describe: 'IMAP server to proxy to (required)', group: 'Backend:' },
   'imap-port': { type: 'number', describe: 'IMAP port [default: 993, or 143 unless --imap-tls is implicit]', group: 'Backend:' },
@@ -298,13 +275,7 @@ function validate(raw: Raw, at: (key: string) => string, file: ConfigFile): Prox
       authFailDelayMs: seconds(at('auth-fail-delay'), raw['auth-fail-delay'], true),
       maxErrors: count(at('max-errors'), raw['max-errors']),
     },
-    policy: {
-      maxMessages: raw['max-messages'] === undefined ? undefined : count(at('max-messages'), raw['max-messages']),
-      markSeen: raw['mark-seen'],
-      greeting: greeting(at('greeting'), raw.greeting),
-      loginDelayS: raw['login-delay'] === undefined ? undefined : seconds(at('login-delay'), raw['login-delay']) / 1000,
-      expire: raw.expire === undefined ? undefined : expire(at('expire'), raw.expire),
-    },
+    policy: mailboxPolicy(raw, at),
     redis: sharedRedis(raw, at),
     metrics: raw['metrics-port'] === undefined ? undefined : { host: raw['metrics-host'], port: port(at('metrics-port'), raw['metrics-port'], true) },
     statusFile: raw['status-file'],
@@ -366,35 +337,6 @@ function backendReuse(flag: string, value: number): number {
 function redisUrl(flag: string, value: string): string {
   if (!/^rediss?:\/\/[^\s]+$/.test(value)) throw new ConfigError(`${flag}: ${value} is not a redis:// or rediss:// URL`);
   return value;
-}
-
-function greeting(flag: string, value: string): string {
-  if (/[\r\n\0]/.test(value)) throw new ConfigError(`${flag} must be one line`);
-  // "+OK " and CRLF leave 506 of the 512 octets a reply line may have.
-  if (Buffer.byteLength(value) > 506) throw new ConfigError(`${flag} is longer than 506 octets`);
-  // A <...> in the greeting is an APOP timestamp to clients, and a proxy cannot do APOP.
-  if (/<[^>]*>/.test(value)) throw new ConfigError(`${flag} must not contain <...>: clients would take it for an APOP challenge`);
-  return value;
-}
-
-function expire(flag: string, value: string): number | 'NEVER' {
-  if (value.toUpperCase() === 'NEVER') return 'NEVER';
-  if (/^\d{1,5}$/.test(value)) return Number(value);
-  throw new ConfigError(`${flag}: ${value} is not a number of days or NEVER`);
-}
-
-function count(flag: string, value: number): number {
-  if (!Number.isInteger(value) || value < 1 || value > 1_000_000) {
-    throw new ConfigError(`${flag}: ${String(value)} is not a whole number between 1 and 1000000`);
-  }
-  return value;
-}
-
-function seconds(flag: string, value: number, allowZero = false): number {
-  if (!Number.isFinite(value) || value < 0 || (value === 0 && !allowZero) || value > 86400) {
-    throw new ConfigError(`${flag}: ${String(value)} is not a number of seconds between 0 and 86400`);
-  }
-  return Math.round(value * 1000);
 }
 
 function nonEmpty(flag: string, value: string): string {

@@ -14,10 +14,10 @@ export class ConfigError extends Error {
 }
 
 export function parseDeleteMode(where: string, value: string): DeleteMode {
-  if (value === 'expunge' || value === 'flag') return { kind: value };
+  if (value === 'expunge' || value === 'flag' || value === 'seen') return { kind: value };
   const folder = /^move:(.+)$/.exec(value)?.[1];
   if (folder !== undefined && folder.trim() !== '') return { kind: 'move', folder };
-  throw new ConfigError(`${where}: ${value} is not expunge, flag or move:FOLDER`);
+  throw new ConfigError(`${where}: ${value} is not expunge, flag, seen or move:FOLDER`);
 }
 
 export function checkUidlFormat(where: string, template: string): string {
@@ -37,4 +37,19 @@ export function readCa(where: string, file: string): Buffer {
   } catch (err) {
     throw new ConfigError(`${where}: cannot use ${file}: ${(err as Error).message}`);
   }
+}
+
+export function count(flag: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1 || value > 1_000_000) {
+    throw new ConfigError(`${flag}: ${String(value)} is not a whole number between 1 and 1000000`);
+  }
+  return value;
+}
+
+/** Seconds given, in milliseconds. */
+export function seconds(flag: string, value: number, allowZero = false): number {
+  if (!Number.isFinite(value) || value < 0 || (value === 0 && !allowZero) || value > 86400) {
+    throw new ConfigError(`${flag}: ${String(value)} is not a number of seconds between 0 and 86400`);
+  }
+  return Math.round(value * 1000);
 }

@@ -67,6 +67,11 @@ export function stepError(what: string, err: unknown, fatal: boolean): MaildropE
   const message = err instanceof Error ? err.message : String(err);
   const code = (err as { code?: string }).code;
   if (code === 'DownloadIncomplete') return new MaildropError('gone', `${what}: ${message}`, { cause: err });
+  // imapflow's own mark for a SELECT of a folder the server does not have (it passes no code on).
+  if ((err as { mailboxMissing?: unknown }).mailboxMissing === true) {
+    const text = (err as { responseText?: unknown }).responseText;
+    return new MaildropError('permanent', `${what}: no such folder${typeof text === 'string' ? ` (${text})` : ''}`, { cause: err, fatal });
+  }
   const failure = serverFailureOf(err);
   if (failure !== undefined) {
     const text = (err as { responseText?: unknown }).responseText;

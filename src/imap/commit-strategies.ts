@@ -1,7 +1,7 @@
 /**
  * What QUIT does with the messages the session deleted, as --delete-mode says: expunge them
- * (UID EXPUNGE of exactly these UIDs), move them to a folder (keeping a copy), or only leave
- * them flagged \Deleted for the server's own policy. Each removes exactly the UIDs it is given,
+ * (UID EXPUNGE of exactly these UIDs), move them to a folder (keeping a copy), only leave
+ * them flagged \Deleted for the server's own policy, or mark them \Seen and keep them. Each removes exactly the UIDs it is given,
  * never another message that carries \Deleted. A failure part way leaves the flags it stored
  * in the ledger, for the session's abandon to take back.
  */
@@ -22,7 +22,8 @@ import { uidSet } from './uid-set.js';
 export type DeleteMode =
   | { readonly kind: 'expunge' }
   | { readonly kind: 'move'; readonly folder: string }
-  | { readonly kind: 'flag' };
+  | { readonly kind: 'flag' }
+  | { readonly kind: 'seen' };
 
 /** A special-use mailbox name (RFC 6154) such as \Trash, written with its backslash. */
 const SPECIAL_USE_NAME = /^\\[A-Za-z]+$/;
@@ -39,6 +40,7 @@ export interface Committing {
 /** Removes exactly these UIDs as `mode` says; resolves once the server confirmed it. */
 export async function commitDeletions(mode: DeleteMode, uids: number[], session: Committing): Promise<void> {
   if (mode.kind === 'expunge') return expunge(uids, session);
+  if (mode.kind === 'seen') return markSeen(uids, session);
   if (mode.kind === 'flag') {
     const done = await session.steps.run('flagging the deleted messages', () => session.flags.flag(uids));
     if (!done) throw session.steps.failed('flagging the deleted messages \\Deleted');
@@ -73,6 +75,18 @@ async function checkPlainExpungeIsSafe(uids: number[], session: Committing): Pro
         'expunging would remove them too',
     );
   }
+}
+
+/**
+ * Keep on server: the deleted messages get \Seen and stay (with --listing unseen, the next
+ * session no longer lists them); a \Deleted flag the session stored at DELE is taken back.
+ */
+async function markSeen(uids: number[], session: Committing): Promise<void> {
+  const done = await session.steps.run('marking the deleted messages seen', () =>
+    session.client.messageFlagsAdd(uidSet(uids), ['\\Seen'], { uid: true }),
+  );
+  if (!done) throw session.steps.failed('marking the deleted messages \\Seen');
+  await session.flags.remove(session.client, session.ledger.oursAmong(uids));
 }
 
 /** UID MOVE to the folder; the copy there carries no \Deleted flag of the session's. */

@@ -13,6 +13,7 @@
  * what the session flagged (deletion-ledger.ts, deleted-flags.ts), the commit
  * (commit-strategies.ts) and the classification of failures (backend-step.ts).
  */
+import { MaildropError } from '../maildrop/errors.js';
 import type { ImapFlow } from 'imapflow';
 import type { Logger } from 'winston';
 import type {
@@ -34,6 +35,7 @@ import type { SharedListings } from './listing-store.js';
 import { ListingSync, selectedState } from './listing-sync.js';
 import { MessageReader } from './message-reader.js';
 import { SnapshotCache } from './snapshot-cache.js';
+import { searchUids } from './uid-search.js';
 import type { UidlFormatter } from './uidl-format.js';
 
 export type { DeleteMode } from './commit-strategies.js';
@@ -48,6 +50,8 @@ export interface ImapBackendOptions extends ConnectionOptions {
   readonly cacheMessages: number;
   /** Serve only the newest this many messages; undefined for all. */
   readonly maxMessages: number | undefined;
+  /** Which messages a session lists: all, or those without \Seen (keep-on-server pollers). */
+  readonly listing?: 'all' | 'unseen';
   /** Set \Seen on a message once RETR delivered it whole. */
   readonly markSeen: boolean;
   /** What QUIT does with the deleted messages. */
@@ -86,13 +90,16 @@ export class ImapMaildropProvider implements MaildropProvider {
    * then it fails at once with a BackoffError (kind 'temporary'), without connecting.
    */
   async authenticate(credentials: Credentials, from: ClientInfo): Promise<Maildrop> {
-    const key = mailboxKeyOf(this.options, credentials.user);
+    // A folder the login names is this session's mailbox: its lock, listing and LOGIN-DELAY too.
+    const folder = credentials.folder;
+    const base = folder === undefined ? this.options : { ...this.options, mailbox: folder };
+    const key = mailboxKeyOf(base, credentials.user);
     const wait = this.backoff.remaining(key);
     if (wait > 0) throw new BackoffError(wait);
     const login = { credentials, from, mailboxKey: key };
-    const connection = await openConnection(this.options, login, this.logger, (ms) => this.backoff.backOff(key, ms));
-    const options = { ...this.options, flagOnDele: this.flagOnDele(connection.client) };
-    return new ImapMaildrop(connection, options, this.cache, this.logger);
+    const connection = await openConnection(base, login, this.logger, (ms) => this.backoff.backOff(key, ms));
+    const options = { ...base, flagOnDele: this.flagOnDele(connection.client) };
+    return new ImapMaildrop(connection, options, this.cache, this.logger, folder);
   }
 
   /**
@@ -133,6 +140,8 @@ export class ImapMaildrop implements Maildrop {
     private readonly options: ImapBackendOptions,
     cache: SnapshotCache,
     private readonly logger: Logger,
+    /** The folder the client's login named, if it named one. */
+    private readonly requestedFolder?: string,
   ) {
     this.mailboxKey = connection.mailboxKey;
     this.steps = new BackendSteps(options, connection);
@@ -151,17 +160,21 @@ export class ImapMaildrop implements Maildrop {
   private async openMailbox(): Promise<readonly MessageEntry[]> {
     const client = this.connection.client;
     const name = this.options.mailbox;
-    const mailbox = await this.steps.run('opening the mailbox', () => client.mailboxOpen(name, { readOnly: false }));
+    const mailbox = await this.steps
+      .run('opening the mailbox', () => client.mailboxOpen(name, { readOnly: false }))
+      .catch((err: unknown) => this.folderFailure(err));
     const state = selectedState(mailbox, name);
     const listing = await this.listing.load(state);
+    const unseen = this.options.listing === 'unseen' && listing.uids.length > 0 ? await this.unseenUids() : undefined;
     const uidValidity = Number(state.uidValidity);
     const entries: SnapshotEntry[] = [];
-    // The newest messages have the highest UIDs.
-    const first = Math.max(0, listing.uids.length - (this.options.maxMessages ?? listing.uids.length));
-    for (let i = first; i < listing.uids.length; i++) {
+    for (let i = 0; i < listing.uids.length; i++) {
       const uid = listing.uids[i]!;
+      if (unseen !== undefined && !unseen.has(uid)) continue;
       entries.push({ uid, size: listing.sizes[i]!, uidl: this.options.uidl(uid, uidValidity) });
     }
+    // The newest messages have the highest UIDs.
+    entries.splice(0, Math.max(0, entries.length - (this.options.maxMessages ?? entries.length)));
     this.ledger.listed(entries.map((entry) => entry.uid), listing.deleted);
     this.snapshot = entries;
     const skip = (index: number) => this.deletedIndexes.has(index);
@@ -169,6 +182,18 @@ export class ImapMaildrop implements Maildrop {
     const reading = { timeoutMs, chunkSize, tapAllowed: this.connection.paths['literal-tap'] };
     this.reader = new MessageReader(client, entries, skip, this.connection, this.steps, reading);
     return entries;
+  }
+
+  /** --listing unseen: the messages without \Seen now (one UID SEARCH; the listing keeps the rest). */
+  private async unseenUids(): Promise<Set<number>> {
+    return new Set(await searchUids(this.connection.client, this.steps, { seen: false }, 'listing unseen messages'));
+  }
+
+  /** A folder the client named and the server does not have: the client may hear its name. */
+  private folderFailure(err: unknown): never {
+    const folder = this.requestedFolder;
+    if (folder === undefined || !(err instanceof MaildropError) || err.kind !== 'permanent') throw err;
+    throw new MaildropError('permanent', err.message, { cause: err, clientText: `No folder ${folder} in this mailbox.` });
   }
 
   async read(index: number): Promise<MessageStream> {

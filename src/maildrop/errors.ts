@@ -11,12 +11,18 @@ export class MaildropError extends Error {
   readonly kind: FailureKind;
   /** True when the connection to the store is no longer usable: the session cannot go on. */
   readonly fatal: boolean;
+  /**
+   * What the client may be told, when it is about what the client itself asked for (a folder it
+   * named); otherwise the message is for the log alone.
+   */
+  readonly clientText: string | undefined;
 
-  constructor(kind: FailureKind, message: string, options: { fatal?: boolean; cause?: unknown } = {}) {
+  constructor(kind: FailureKind, message: string, options: { fatal?: boolean; cause?: unknown; clientText?: string } = {}) {
     super(message, { cause: options.cause });
     this.name = 'MaildropError';
     this.kind = kind;
     this.fatal = options.fatal ?? false;
+    this.clientText = options.clientText;
   }
 }
 

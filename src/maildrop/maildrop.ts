@@ -4,10 +4,13 @@
  */
 import type { Readable } from 'node:stream';
 
-/** A password, or an OAuth 2.0 bearer token the store accepts in its place (XOAUTH2, OAUTHBEARER). */
+/**
+ * A password, or an OAuth 2.0 bearer token the store accepts in its place (XOAUTH2, OAUTHBEARER);
+ * and the folder to serve, when the login names one (else the configured one).
+ */
 export type Credentials =
-  | { readonly user: string; readonly password: string }
-  | { readonly user: string; readonly accessToken: string };
+  | { readonly user: string; readonly password: string; readonly folder?: string | undefined }
+  | { readonly user: string; readonly accessToken: string; readonly folder?: string | undefined };
 
 export interface ClientInfo {
   readonly address: string;

@@ -27,7 +27,7 @@ export async function login(context: CommandContext, credentials: Credentials): 
   context.beginLogin(credentials.user);
   let maildrop: Maildrop;
   try {
-    maildrop = await context.services.provider.authenticate(credentials, context.client);
+    maildrop = await context.services.provider.authenticate(withFolder(credentials, context), context.client);
   } catch (err) {
     await context.abandonLogin();
     return refuse(context, err);
@@ -49,6 +49,14 @@ export async function login(context: CommandContext, credentials: Credentials): 
   const count = messages.length;
   context.logger.info(`Logged in, ${count} messages`, context.logMeta());
   await context.ok(`Logged in, ${count} ${count === 1 ? 'message' : 'messages'}.`);
+}
+
+/** NAME#FOLDER (with --folder-separator #): the folder goes with the credentials, apart. */
+function withFolder(credentials: Credentials, context: CommandContext): Credentials {
+  const separator = context.services.policy.folderSeparator;
+  const at = separator === undefined ? -1 : credentials.user.indexOf(separator);
+  if (at <= 0 || at === credentials.user.length - 1) return credentials;
+  return { ...credentials, user: credentials.user.slice(0, at), folder: credentials.user.slice(at + 1) };
 }
 
 /**
@@ -95,8 +103,9 @@ async function refuse(context: CommandContext, err: unknown): Promise<void> {
     case 'credentials':
       return refuseCredentials(context);
     case 'permanent':
-      // The reason (a folder's name, the identity provider's words) is the log's, not the client's.
-      return context.error('Mailbox not available; tell the administrator.', 'SYS/PERM');
+      // The reason (a folder's name, the identity provider's words) is the log's, not the client's,
+      // unless it is about what the client itself asked for (a folder its login named).
+      return context.error(failure.clientText ?? 'Mailbox not available; tell the administrator.', 'SYS/PERM');
     default:
       return context.error('Mail server temporarily unavailable, try again later.', 'SYS/TEMP');
   }

@@ -47,6 +47,8 @@ export interface SessionPolicy {
   loggedIn(mailboxKey: string): void;
   /** Announced in CAPA as EXPIRE. */
   readonly expire: number | 'NEVER' | undefined;
+  /** A login NAME<separator>FOLDER logs in as NAME and serves FOLDER; undefined: no such split. */
+  readonly folderSeparator?: string | undefined;
 }
 
 export type LoginOutcome = 'ok' | 'auth' | 'in-use' | 'backend-error';

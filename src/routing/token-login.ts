@@ -27,10 +27,13 @@ export class TokenLogin implements MaildropProvider {
     if (!('password' in credentials)) return this.backend.authenticate(credentials, client);
     const user = await this.users.verify(credentials.user, credentials.password);
     if (!user) throw new MaildropError('credentials', 'unknown user or wrong password (local users)');
-    const key = this.tokenKey(user.account);
+    // A delegate's token opens a shared mailbox: the token is the delegate's, user= the mailbox's.
+    const key = this.tokenKey(user.tokenAccount ?? user.account);
+    const folder = credentials.folder ?? user.folder;
+    const login = (accessToken: string) => this.backend.authenticate({ user: user.account, accessToken, folder }, client);
     const first = await this.token(key);
     try {
-      return await this.backend.authenticate({ user: user.account, accessToken: first }, client);
+      return await login(first);
     } catch (err) {
       if (!(err instanceof MaildropError) || err.kind !== 'credentials') throw err;
       this.logger.info(`The backend refused the token for ${user.account}; fetching a new one`);
@@ -38,12 +41,13 @@ export class TokenLogin implements MaildropProvider {
     }
     const second = await this.token(key);
     try {
-      return await this.backend.authenticate({ user: user.account, accessToken: second }, client);
+      return await login(second);
     } catch (err) {
       if (!(err instanceof MaildropError) || err.kind !== 'credentials') throw err;
       this.tokens.invalidate(key, second);
       // The client's password was right: the proxy's access is what the backend refuses.
-      throw new MaildropError('permanent', `the mail server refuses the proxy's token for ${user.account} (check the app's permission on that mailbox)`, { cause: err });
+      const why = `the mail server refuses the proxy's token for ${user.account} (check the app's permission on that mailbox)`;
+      throw new MaildropError('permanent', why, { cause: err });
     }
   }
 

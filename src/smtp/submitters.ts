@@ -65,7 +65,7 @@ export class Submitters {
     const user = await access.users?.verify(credentials.user, credentials.password);
     if (user === undefined) throw new SubmitterError('credentials', 'unknown user or wrong password (local users)');
     const senders = new Set([user.account, ...user.sendAs].map((a) => a.toLowerCase()));
-    return tokenLogin(profile, relay, tokens, user.account, senders);
+    return tokenLogin(profile, relay, tokens, user.account, senders, user.tokenAccount);
   }
 }
 
@@ -81,8 +81,16 @@ function fixed(profile: string, relay: RelayEndpoint | undefined, login: RelayLo
   };
 }
 
-function tokenLogin(profile: string, relay: RelayEndpoint | undefined, tokens: TokenSource, mailbox: string, senders: Set<string>): Submitter {
-  const key = tokens.key(mailbox);
+function tokenLogin(
+  profile: string,
+  relay: RelayEndpoint | undefined,
+  tokens: TokenSource,
+  mailbox: string,
+  senders: Set<string>,
+  tokenAccount: string | undefined,
+): Submitter {
+  // A delegate's token sends as the shared mailbox, as Microsoft documents for XOAUTH2's user=.
+  const key = tokens.key(tokenAccount ?? mailbox);
   return {
     profile,
     relay,

@@ -94,6 +94,8 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
   const policy: MailboxPolicy = {
     maxMessages: undefined,
     markSeen: false,
+    listing: 'all',
+    folderSeparator: undefined,
     greeting: 'POP3 server ready.',
     loginDelayS: undefined,
     expire: undefined,

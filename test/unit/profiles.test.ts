@@ -54,7 +54,7 @@ test('mistakes are named: an inline secret, an unknown profile, plain http to an
   bad({ x: { ...m365, auth: { grant: 'client-credentials', 'token-url': 'https://t.example/token', 'client-id': 'a' } } }, {}, /either client-secret-file\/-env or private-key-file/);
   bad({ default: m365 }, {}, /"default" is the profile the flags describe/);
   bad({ x: { ...m365, 'imap-tls': 'maybe' } }, {}, /imap-tls must be implicit, starttls or none/);
-  bad({ x: { ...google, 'delete-mode': 'shred' } }, {}, /shred is not expunge, flag or move:FOLDER/);
+  bad({ x: { ...google, 'delete-mode': 'shred' } }, {}, /shred is not expunge, flag, seen or move:FOLDER/);
   bad({ x: { ...m365, auth: { grant: 'kerberos' } } }, {}, /grant must be one of password, client-credentials, jwt-bearer, refresh-token/);
 });
 
