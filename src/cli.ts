@@ -67,7 +67,12 @@ async function main(): Promise<void> {
   const statusFile = config.statusFile;
   if (statusFile !== undefined) {
     try {
-      writeStatusFile(statusFile, { pid: process.pid, pop3: address(listening)!, tls: address(server.tlsAddress), metrics: address(server.metricsAddress) });
+      writeStatusFile(statusFile, {
+        pid: process.pid,
+        pop3: address(listening)!,
+        tls: address(server.tlsAddress),
+        metrics: address(server.metricsAddress),
+      });
     } catch (err) {
       logger.warn(`Cannot write the status file (health checks will fail): ${(err as Error).message}`);
     }
@@ -80,7 +85,10 @@ async function main(): Promise<void> {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info(`${signal} received: no new connections; ${server.activeSessions} session(s) get ${config.shutdownGraceMs / 1000} s to finish`);
+    logger.info(
+      `${signal} received: no new connections; ${server.activeSessions} session(s) get ` +
+        `${config.shutdownGraceMs / 1000} s to finish`,
+    );
     server.close(config.shutdownGraceMs).then(
       () => exit(0),
       (err: unknown) => {

@@ -142,8 +142,14 @@ export class Pop3ImapProxy {
 export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: LockRegistry): Pop3ImapProxy {
   const metrics = new ProxyMetrics();
   reportFastPaths(logger, (hook, on) => metrics.fastPath(hook, on));
-  const redis = config.redis && new RedisLink({ url: config.redis.url, commandTimeoutMs: REDIS_TIMEOUT_MS }, logger, (up) => metrics.redisUp(up));
-  const locks = givenLocks ?? (config.redis && redis ? new RedisLockRegistry(redis, { ttlMs: config.redis.lockTtlMs }, logger) : new MemoryLockRegistry());
+  const redis =
+    config.redis &&
+    new RedisLink({ url: config.redis.url, commandTimeoutMs: REDIS_TIMEOUT_MS }, logger, (up) => metrics.redisUp(up));
+  const locks =
+    givenLocks ??
+    (config.redis && redis
+      ? new RedisLockRegistry(redis, { ttlMs: config.redis.lockTtlMs }, logger)
+      : new MemoryLockRegistry());
   const checks = new LoginChecks({
     authFailDelayMs: config.limits.authFailDelayMs,
     loginDelayMs: config.policy.loginDelayS === undefined ? undefined : config.policy.loginDelayS * 1000,
@@ -162,7 +168,12 @@ export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: Lo
     markSeen: config.policy.markSeen,
     listing: config.policy.listing,
     onStep: (step, seconds) => metrics.backendStep(step, seconds),
-    pool: new BackendPool({ reuseMs: config.backendReuseMs ?? 0, maxPerMailbox: POOL_PER_MAILBOX, maxTotal: POOL_TOTAL, events: metrics.poolEvents }),
+    pool: new BackendPool({
+      reuseMs: config.backendReuseMs ?? 0,
+      maxPerMailbox: POOL_PER_MAILBOX,
+      maxTotal: POOL_TOTAL,
+      events: metrics.poolEvents,
+    }),
     listings:
       redis &&
       new RedisListings(redis, {
@@ -174,10 +185,20 @@ export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: Lo
   };
   const users = config.usersFile === undefined ? undefined : new LocalUsers(config.usersFile);
   for (const warning of users?.warnings ?? []) logger.warn(warning);
-  const access = new Map([...config.routing.profiles].map(([name, profile]) => [name, profileAccess(name, profile, users)] as const));
-  const backends = new Map([...config.routing.profiles].map(([name, profile]) => [name, profileBackend(name, profile, shared, access.get(name)!, logger)] as const));
+  const access = new Map(
+    [...config.routing.profiles].map(([name, profile]) => [name, profileAccess(name, profile, users)] as const),
+  );
+  const backends = new Map(
+    [...config.routing.profiles].map(
+      ([name, profile]) => [name, profileBackend(name, profile, shared, access.get(name)!, logger)] as const,
+    ),
+  );
   const provider = new ProfileRouter(config.routing, backends, logger);
-  const backend = { ...config.imap, timeoutMs: config.backendTimeoutMs, connectTimeoutMs: config.backendConnectTimeoutMs };
+  const backend = {
+    ...config.imap,
+    timeoutMs: config.backendTimeoutMs,
+    connectTimeoutMs: config.backendConnectTimeoutMs,
+  };
   const tls = config.tls && new TlsCredentials(config.tls.certFile, config.tls.keyFile);
   // One count for both front doors: the limits are the machine's, whatever the protocol.
   const limiter = new ConnectionLimiter(config.limits);
@@ -217,7 +238,9 @@ export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: Lo
       events: metrics,
     },
   );
-  const smtp = config.smtp && submissionServer(config, logger, metrics, checks, new Submitters(config.routing, access), tls, limiter);
+  const smtp =
+    config.smtp &&
+    submissionServer(config, logger, metrics, checks, new Submitters(config.routing, access), tls, limiter);
   const ready = () => probeImap(backend, READY_PROBE_TIMEOUT_MS);
   const proxy = new Pop3ImapProxy(config, logger, pop3, metrics, locks, ready, users, redis, smtp);
   proxy.backendPool = shared.pool;
@@ -243,7 +266,11 @@ function submissionServer(
     authFailed: (address: string) => checks.authFailed(address),
     maxSize: smtp.maxSize,
   };
-  const relayOptions = { timeoutMs: config.backendTimeoutMs, connectTimeoutMs: config.backendConnectTimeoutMs, clientName: hostname() };
+  const relayOptions = {
+    timeoutMs: config.backendTimeoutMs,
+    connectTimeoutMs: config.backendConnectTimeoutMs,
+    clientName: hostname(),
+  };
   return new SubmissionServer(
     {
       host: config.listen.host,

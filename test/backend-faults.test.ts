@@ -121,3 +121,24 @@ test('throttled (BAD + BYE) at the first window of a large message, after two sm
   assert.equal(state.length, 4);
   assert.equal(state.some((m) => m.deleted), false, 'no \\Deleted flag left behind');
 });
+
+test('the backend cut after it ran UID EXPUNGE, before QUIT heard so: the store is asked, and QUIT says +OK for what is gone', TEST, async () => {
+  const relay = await startRelay(dovecot.imapPort);
+  const proxy = await startProxy({ imapPort: relay.port, logLevel: 'info' });
+  try {
+    const c = await RawPop3.login(proxy.port, alice.name, alice.password);
+    assert.match(await c.command('DELE 1'), /^\+OK/);
+    assert.match(await c.command('DELE 2'), /^\+OK/);
+    relay.cutAfterCommand(/UID EXPUNGE/i);
+    // Before the fix: "-ERR [SYS/TEMP] Deleted messages were not removed. Nothing was deleted" of mail that was gone.
+    assert.match(await c.command('QUIT', 30_000), /^\+OK Bye \(2 messages deleted\)/);
+    assert.match(proxy.log(), /The removal failed \(.*\), yet 2 of the 2 messages are gone/);
+    await settled(proxy);
+  } finally {
+    await proxy.close();
+    await relay.close();
+  }
+  const state = await mailboxState(dovecot, alice);
+  assert.equal(state.length, COUNT - 2);
+  assert.equal(state.some((m) => m.deleted), false);
+});

@@ -79,6 +79,19 @@ async function stored(user: { name: string; password: string }): Promise<Buffer[
   return withMailbox(dovecot, user, async (imap) => (await imap.fetchAll('1:*', { source: true })).map((m) => m.source!));
 }
 
+/**
+ * The messages once `count` have arrived (Postfix queues, then delivers by LMTP: a moment after
+ * its 250), within 20 s; whatever is there then, if fewer.
+ */
+async function arrived(user: { name: string; password: string }, count: number): Promise<Buffer[]> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const inbox = await stored(user);
+    if (inbox.length >= count || Date.now() > deadline) return inbox;
+    await sleep(100);
+  }
+}
+
 /** The stored message is the relay's trace headers, then exactly what the client sent. */
 function assertDelivered(store: Buffer, sent: Buffer): void {
   assert.ok(store.subarray(store.length - sent.length).equals(sent), 'the message arrived byte for byte');
@@ -99,7 +112,7 @@ test('the password grant: smtplib submits, the relay accepts, and the message is
   for (const keyword of ['PIPELINING', '8BITMIME', 'ENHANCEDSTATUSCODES', 'SMTPUTF8', 'AUTH PLAIN LOGIN XOAUTH2', 'SIZE 36700160']) assert.ok(ehlo.includes(keyword), `EHLO lists ${keyword}: ${ehlo}`);
   assert.match(stepReply(report, 'auth')!, /^235 /);
   assert.match(stepReply(report, 'data')!, /^250 2\.0\.0 Ok: queued as \w+/, "the relay's own reply");
-  const inbox = await stored(bob);
+  const inbox = await arrived(bob, 1);
   assert.equal(inbox.length, 1);
   assertDelivered(inbox[0]!, sent);
 });
@@ -130,7 +143,7 @@ test('a recipient the relay refuses is refused to the client alone, with the rel
   assert.match(stepReply(report, 'rcpt nobody@example.test')!, /^550 5\.1\.1 /);
   assert.match(stepReply(report, 'rcpt bob@example.test')!, /^250 /);
   assert.match(stepReply(report, 'data')!, /^250 /);
-  const inbox = await stored(bob);
+  const inbox = await arrived(bob, 1);
   assert.equal(inbox.length, 1);
   assertDelivered(inbox[0]!, sent);
 });
@@ -188,7 +201,7 @@ test('a client cut in the middle of DATA: the relay gets no final ".", nothing i
   assert.equal((await stored(bob)).length, 0, 'nothing delivered');
   const sent = message('cut');
   assert.match(stepReply(await submit({ message: sent }), 'data')!, /^250 /);
-  const inbox = await stored(bob);
+  const inbox = await arrived(bob, 1);
   assert.equal(inbox.length, 1);
   assertDelivered(inbox[0]!, sent);
 });
@@ -249,7 +262,7 @@ test('swaks, a real client of its own: STARTTLS is not offered without a certifi
   assert.doesNotMatch(out, /STARTTLS/);
   assert.match(out, /<-\s+235 2\.7\.0 /);
   assert.match(out, /<-\s+250 2\.0\.0 Ok: queued as/);
-  const inbox = await stored(bob);
+  const inbox = await arrived(bob, 1);
   assert.equal(inbox.length, 1);
   assert.match(inbox[0]!.toString('latin1'), /Subject: from swaks\r\n[\s\S]*swaks body/);
 });

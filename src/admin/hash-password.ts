@@ -5,7 +5,11 @@
  */
 import { hashPassword } from '../auth/password-hash.js';
 
-export async function hashPasswordCommand(input: NodeJS.ReadStream, output: NodeJS.WritableStream, errors: NodeJS.WritableStream): Promise<number> {
+export async function hashPasswordCommand(
+  input: NodeJS.ReadStream,
+  output: NodeJS.WritableStream,
+  errors: NodeJS.WritableStream,
+): Promise<number> {
   const password = input.isTTY ? await askTwice(input, errors) : firstLine(await readAll(input));
   if (password === undefined) {
     errors.write('pop3-imap-proxy hash-password: the two passwords differ\n');
@@ -27,7 +31,7 @@ async function readAll(input: NodeJS.ReadableStream): Promise<string> {
 
 /** The password is the first line, without its line end: `echo secret | ...` works. */
 function firstLine(text: string): string {
-  return text.split(/\r?\n/, 1)[0]!;
+  return text.split(/\r?\n/, 1)[0];
 }
 
 async function askTwice(input: NodeJS.ReadStream, errors: NodeJS.WritableStream): Promise<string | undefined> {

@@ -43,7 +43,11 @@ export function removeStatusFile(path: string): void {
 }
 
 /** Exit status 0 when the proxy named in the status file answers on /healthz, else 1. */
-export async function healthcheckCommand(args: readonly string[], output: NodeJS.WritableStream, errors: NodeJS.WritableStream): Promise<number> {
+export async function healthcheckCommand(
+  args: readonly string[],
+  output: NodeJS.WritableStream,
+  errors: NodeJS.WritableStream,
+): Promise<number> {
   const fail = (why: string) => {
     errors.write(`pop3-imap-proxy healthcheck: ${why}\n`);
     return 1;

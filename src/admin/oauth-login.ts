@@ -17,11 +17,19 @@ export async function oauthLoginCommand(argv: readonly string[], output: NodeJS.
   const args = await yargs([...argv])
     .scriptName('pop3-imap-proxy oauth-login')
     .options({
-      config: { type: 'string', demandOption: true, describe: 'The proxy\'s config file, with the profile' },
+      config: { type: 'string', demandOption: true, describe: "The proxy's config file, with the profile" },
       profile: { type: 'string', demandOption: true, describe: 'A profile with grant refresh-token and a device-url' },
-      account: { type: 'string', demandOption: true, alias: 'mailbox', describe: 'The account (mailbox address) to sign in as' },
+      account: {
+        type: 'string',
+        demandOption: true,
+        alias: 'mailbox',
+        describe: 'The account (mailbox address) to sign in as',
+      },
     })
-    .usage('$0 --config FILE --profile NAME --account ADDRESS\n\nSigns an account in (device code) and saves its refresh token for the profile.')
+    .usage(
+      '$0 --config FILE --profile NAME --account ADDRESS\n\nSigns an account in (device code) and saves its ' +
+        'refresh token for the profile.',
+    )
     .help()
     .strict()
     .exitProcess(false)
@@ -35,22 +43,30 @@ export async function oauthLoginCommand(argv: readonly string[], output: NodeJS.
   const profile = parsed?.config.routing.profiles.get(args.profile);
   if (!profile) throw new ConfigError(`--profile: ${args.config} has no profile ${args.profile}`);
   const auth = profile.auth;
-  if (auth.grant !== 'refresh-token') throw new ConfigError(`--profile: ${args.profile} does not use grant refresh-token`);
+  if (auth.grant !== 'refresh-token')
+    throw new ConfigError(`--profile: ${args.profile} does not use grant refresh-token`);
   if (auth.deviceUrl === undefined) throw new ConfigError(`--profile: ${args.profile} has no device-url`);
   const store = refreshTokenStore(args.profile, auth);
   const clientSecret = auth.clientSecret && readSecret(auth.clientSecret, `profile ${args.profile}: client secret`);
-  const config = configuration(auth.tokenUrl, auth.clientId, clientSecret === undefined ? oidc.None() : oidc.ClientSecretPost(clientSecret), {
-    device_authorization_endpoint: auth.deviceUrl,
-  });
+  const config = configuration(
+    auth.tokenUrl,
+    auth.clientId,
+    clientSecret === undefined ? oidc.None() : oidc.ClientSecretPost(clientSecret),
+    {
+      device_authorization_endpoint: auth.deviceUrl,
+    },
+  );
   const device = await oidc.initiateDeviceAuthorization(config, { scope: auth.scope });
+  const where = device.verification_uri_complete ?? device.verification_uri;
   output.write(
-    `To let the proxy read ${args.account}, sign in as that mailbox at\n  ${device.verification_uri_complete ?? device.verification_uri}\n` +
+    `To let the proxy read ${args.account}, sign in as that mailbox at\n  ${where}\n` +
       `and enter the code ${device.user_code} (valid for ${Math.round(device.expires_in / 60)} minutes). Waiting...\n`,
   );
   const tokens = await oidc.pollDeviceAuthorizationGrant(config, device).catch((err: unknown) => {
     throw new Error(deviceFailure(err, Math.round(device.expires_in / 60)));
   });
-  if (!tokens.refresh_token) throw new Error('the server returned no refresh token: add offline_access to the profile\'s scope');
+  if (!tokens.refresh_token)
+    throw new Error("the server returned no refresh token: add offline_access to the profile's scope");
   await store.save(args.account, tokens.refresh_token);
   output.write(`Saved the refresh token for ${args.account} in ${auth.tokenStore}.\n`);
 }

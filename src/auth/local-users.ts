@@ -89,11 +89,13 @@ export function readUsersFile(path: string, warnings: string[] = []): ReadonlyMa
     throw new UsersFileError(`users file ${path}: ${(err as Error).message.split('\n', 1)[0]}`);
   }
   if (parsed === null || parsed === undefined) return new Map();
-  if (typeof parsed !== 'object' || Array.isArray(parsed)) throw new UsersFileError(`users file ${path} must map login names to users`);
+  if (typeof parsed !== 'object' || Array.isArray(parsed))
+    throw new UsersFileError(`users file ${path} must map login names to users`);
   const users = new Map<string, LocalUser>();
   for (const [login, entry] of Object.entries(parsed as Record<string, unknown>)) {
     const user = parseUser(login, entry, path, warnings);
-    if (users.has(user.login)) throw new UsersFileError(`users file ${path}: login ${login} appears twice (names are case-insensitive)`);
+    if (users.has(user.login))
+      throw new UsersFileError(`users file ${path}: login ${login} appears twice (names are case-insensitive)`);
     users.set(user.login, user);
   }
   return users;
@@ -101,17 +103,30 @@ export function readUsersFile(path: string, warnings: string[] = []): ReadonlyMa
 
 function parseUser(login: string, entry: unknown, path: string, warnings: string[]): LocalUser {
   const where = `users file ${path}, user ${login}`;
-  if (!/^[\x21-\x7e]{1,255}$/.test(login)) throw new UsersFileError(`${where}: a login name is 1-255 printable characters without spaces`);
-  if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new UsersFileError(`${where}: expected account and passwords`);
+  if (!/^[\x21-\x7e]{1,255}$/.test(login))
+    throw new UsersFileError(`${where}: a login name is 1-255 printable characters without spaces`);
+  if (typeof entry !== 'object' || entry === null || Array.isArray(entry))
+    throw new UsersFileError(`${where}: expected account and passwords`);
   const fields = entry as Record<string, unknown>;
-  const { account: given, mailbox, passwords, 'send-as': sendAs, 'token-account': tokenAccount, folder, ...rest } = fields;
+  const {
+    account: given,
+    mailbox,
+    passwords,
+    'send-as': sendAs,
+    'token-account': tokenAccount,
+    folder,
+    ...rest
+  } = fields;
   const unknown = Object.keys(rest)[0];
   if (unknown !== undefined) throw new UsersFileError(`${where}: unknown setting "${unknown}"`);
-  if (given !== undefined && mailbox !== undefined) throw new UsersFileError(`${where}: give account (the new name of mailbox), not both`);
+  if (given !== undefined && mailbox !== undefined)
+    throw new UsersFileError(`${where}: give account (the new name of mailbox), not both`);
   // "mailbox" is the IMAP folder everywhere else (--mailbox): the address is the account.
-  if (mailbox !== undefined) warnings.push(`${where}: "mailbox" is now "account" (the address logged in to); the old name is still read`);
+  if (mailbox !== undefined)
+    warnings.push(`${where}: "mailbox" is now "account" (the address logged in to); the old name is still read`);
   const account = given ?? mailbox;
-  if (typeof account !== 'string' || !/^[^\s@]+@[^\s@]+$/.test(account)) throw new UsersFileError(`${where}: account must be an address (name@domain)`);
+  if (typeof account !== 'string' || !/^[^\s@]+@[^\s@]+$/.test(account))
+    throw new UsersFileError(`${where}: account must be an address (name@domain)`);
   const list = typeof passwords === 'string' ? [passwords] : passwords;
   if (!Array.isArray(list) || list.length === 0 || !list.every((p): p is string => typeof p === 'string')) {
     throw new UsersFileError(`${where}: passwords must be one or more hashes`);
@@ -126,14 +141,15 @@ function parseUser(login: string, entry: unknown, path: string, warnings: string
   if (tokenAccount !== undefined && (typeof tokenAccount !== 'string' || !/^[^\s@]+@[^\s@]+$/.test(tokenAccount))) {
     throw new UsersFileError(`${where}: token-account must be an address (name@domain)`);
   }
-  if (folder !== undefined && (typeof folder !== 'string' || folder.trim() === '')) throw new UsersFileError(`${where}: folder must be a folder name`);
+  if (folder !== undefined && (typeof folder !== 'string' || folder.trim() === ''))
+    throw new UsersFileError(`${where}: folder must be a folder name`);
   return {
     login: login.toLowerCase(),
     account,
     passwords: list,
     sendAs: senders(sendAs, where),
-    tokenAccount: tokenAccount as string | undefined,
-    folder: folder as string | undefined,
+    tokenAccount: tokenAccount,
+    folder: folder,
   };
 }
 

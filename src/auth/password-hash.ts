@@ -52,10 +52,14 @@ export async function verifyPassword(password: string, encoded: string): Promise
 
 function parse(encoded: string): ParsedHash {
   const match = FORMAT.exec(encoded);
-  if (!match) throw new PasswordHashError('not a $scrypt$ln=..,r=..,p=..$salt$hash string (make one with: pop3-imap-proxy hash-password)');
+  if (!match)
+    throw new PasswordHashError(
+      'not a $scrypt$ln=..,r=..,p=..$salt$hash string (make one with: pop3-imap-proxy hash-password)',
+    );
   const cost = { ln: Number(match[1]), r: Number(match[2]), p: Number(match[3]) };
-  if (cost.ln < 10 || cost.ln > 22 || cost.r < 1 || cost.p < 1) throw new PasswordHashError(`scrypt cost out of range: ln=${cost.ln}, r=${cost.r}, p=${cost.p}`);
-  return { cost, salt: Buffer.from(match[4]!, 'base64'), hash: Buffer.from(match[5]!, 'base64') };
+  if (cost.ln < 10 || cost.ln > 22 || cost.r < 1 || cost.p < 1)
+    throw new PasswordHashError(`scrypt cost out of range: ln=${cost.ln}, r=${cost.r}, p=${cost.p}`);
+  return { cost, salt: Buffer.from(match[4], 'base64'), hash: Buffer.from(match[5], 'base64') };
 }
 
 function derive(password: string, salt: Buffer, cost: ScryptCost, length: number): Promise<Buffer> {

@@ -14,10 +14,16 @@ export const MAILBOX_OPTIONS = {
   listing: {
     choices: ['all', 'unseen'],
     default: 'all',
-    describe: 'Which messages a session lists: all, or only those without \\Seen (with --delete-mode seen: keep on server)',
+    describe:
+      'Which messages a session lists: all, or only those without \\Seen (with --delete-mode seen: keep on server)',
     group: GROUP,
   },
-  'mark-seen': { type: 'boolean', default: false, describe: 'Set \\Seen on a message once RETR delivered it', group: GROUP },
+  'mark-seen': {
+    type: 'boolean',
+    default: false,
+    describe: 'Set \\Seen on a message once RETR delivered it',
+    group: GROUP,
+  },
   'delete-mode': {
     type: 'string',
     default: 'expunge',
@@ -39,9 +45,22 @@ export const MAILBOX_OPTIONS = {
     describe: 'A login NAME<CHAR>FOLDER logs in as NAME and serves FOLDER (e.g. # for alice#Invoices); off by default',
     group: GROUP,
   },
-  greeting: { type: 'string', default: DEFAULT_GREETING, describe: 'Text of the greeting after "+OK" (at most 506 octets)', group: GROUP },
-  'login-delay': { type: 'number', describe: 'Seconds a user must wait between logins; announced in CAPA as LOGIN-DELAY', group: GROUP },
-  expire: { type: 'string', describe: 'Days the server keeps retrieved mail, or NEVER; announced in CAPA as EXPIRE', group: GROUP },
+  greeting: {
+    type: 'string',
+    default: DEFAULT_GREETING,
+    describe: 'Text of the greeting after "+OK" (at most 506 octets)',
+    group: GROUP,
+  },
+  'login-delay': {
+    type: 'number',
+    describe: 'Seconds a user must wait between logins; announced in CAPA as LOGIN-DELAY',
+    group: GROUP,
+  },
+  expire: {
+    type: 'string',
+    describe: 'Days the server keeps retrieved mail, or NEVER; announced in CAPA as EXPIRE',
+    group: GROUP,
+  },
 } as const;
 
 export interface MailboxPolicy {
@@ -79,7 +98,8 @@ export function mailboxPolicy(raw: Raw, at: (key: string) => string): MailboxPol
 /** One printable character that a user name does not otherwise hold (not @, not a space). */
 function folderSeparator(flag: string, value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
-  if (!/^[\x21-\x7e]$/.test(value) || value === '@') throw new ConfigError(`${flag} must be one printable character other than @`);
+  if (!/^[\x21-\x7e]$/.test(value) || value === '@')
+    throw new ConfigError(`${flag} must be one printable character other than @`);
   return value;
 }
 
@@ -88,7 +108,8 @@ function greeting(flag: string, value: string): string {
   // "+OK " and CRLF leave 506 of the 512 octets a reply line may have.
   if (Buffer.byteLength(value) > 506) throw new ConfigError(`${flag} is longer than 506 octets`);
   // A <...> in the greeting is an APOP timestamp to clients, and a proxy cannot do APOP.
-  if (/<[^>]*>/.test(value)) throw new ConfigError(`${flag} must not contain <...>: clients would take it for an APOP challenge`);
+  if (/<[^>]*>/.test(value))
+    throw new ConfigError(`${flag} must not contain <...>: clients would take it for an APOP challenge`);
   return value;
 }
 

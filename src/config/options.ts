@@ -6,13 +6,12 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import yargs from 'yargs';
-import type { ImapTlsMode } from '../imap/imap-client.js';
 import { needsLocalUsers, parseRouting, type BackendEndpoint, type Routing } from './profiles.js';
 import { loadTlsCredentials } from '../tls/tls-credentials.js';
-import { DEFAULT_UIDL_FORMAT } from '../imap/uidl-format.js';
 import { COMMANDS_EPILOGUE } from '../admin/usage.js';
-import { flagRelay, smtpConfig, SMTP_OPTIONS, type SmtpConfig } from './smtp-flags.js';
-import { mailboxPolicy, MAILBOX_OPTIONS, type MailboxPolicy } from './mailbox-flags.js';
+import { OPTIONS } from './flags.js';
+import { flagRelay, smtpConfig, type SmtpConfig } from './smtp-flags.js';
+import { mailboxPolicy, type MailboxPolicy } from './mailbox-flags.js';
 import { checkUidlFormat, ConfigError, count, parseDeleteMode, readCa, seconds } from './values.js';
 import type { LogFormat, LogLevel } from '../logging/logger.js';
 
@@ -80,50 +79,7 @@ export interface AbuseLimits {
 export { ConfigError, type MailboxPolicy };
 
 export const ENV_PREFIX = 'POP3PROXY';
-const TLS_MODES = ['implicit', 'starttls', 'none'] as const;
-const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
-const LOG_FORMATS = ['text', 'json'] as const;
 
-const OPTIONS = {
-  ...MAILBOX_OPTIONS,
-  'print-config': { type: 'boolean', default: false, describe: 'Print the effective configuration and exit', group: 'Operations:' },
-  'imap-host': { type: 'string', describe: 'IMAP server to proxy to (required)', group: 'Backend:' },
-  'imap-port': { type: 'number', describe: 'IMAP port [default: 993, or 143 unless --imap-tls is implicit]', group: 'Backend:' },
-  'imap-tls': { choices: TLS_MODES, default: 'implicit' as ImapTlsMode, describe: 'TLS to the IMAP server', group: 'Backend:' },
-  'imap-tls-verify': { type: 'boolean', default: true, describe: 'Verify the IMAP server certificate (--no-imap-tls-verify to skip)', group: 'Backend:' },
-  'imap-ca': { type: 'string', describe: 'PEM file with extra CA certificates for the IMAP server', group: 'Backend:' },
-  'imap-servername': { type: 'string', describe: 'TLS server name to expect from the IMAP server [default: --imap-host]', group: 'Backend:' },
-  mailbox: { type: 'string', default: 'INBOX', describe: 'IMAP mailbox served as the POP3 maildrop', group: 'Backend:' },
-  'backend-timeout': { type: 'number', default: 30, describe: 'Seconds to wait for a login or any one command on the backend (must cover its failed-login penalty)', group: 'Backend:' },
-  'backend-connect-timeout': { type: 'number', default: 5, describe: 'Seconds to wait for the backend\'s connection and greeting', group: 'Backend:' },
-  'backend-reuse': { type: 'number', default: 30, describe: 'Seconds after its login a backend connection may serve the next session of the same user with the same password (kept after QUIT; a password changed on the server takes effect within this time); 0: never', group: 'Backend:' },
-  'uidl-format': { type: 'string', default: DEFAULT_UIDL_FORMAT, describe: 'UIDL template: %u UID, %v UIDVALIDITY (Dovecot syntax, e.g. %08Xu%08Xv)', group: 'Backend:' },
-  host: { type: 'string', default: '0.0.0.0', describe: 'Address to listen on for POP3', group: 'POP3:' },
-  port: { type: 'number', default: 110, describe: 'Port to listen on for POP3 (0 picks a free one)', group: 'POP3:' },
-  'idle-timeout': { type: 'number', default: 600, describe: 'Seconds of client inactivity before a session is ended', group: 'POP3:' },
-  'proxy-protocol': { type: 'boolean', default: false, describe: 'Expect a HAProxy PROXY protocol header (v1 or v2) on every connection, from a load balancer', group: 'POP3:' },
-  'shutdown-grace': { type: 'number', default: 5, describe: 'Seconds running sessions may go on after SIGTERM/SIGINT before they are ended (keep it 4 s under the SIGKILL deadline: docker stop -t, terminationGracePeriodSeconds)', group: 'POP3:' },
-  'tls-cert': { type: 'string', describe: 'PEM certificate (chain) for client TLS: enables STLS, and --tls-port', group: 'POP3 TLS:' },
-  'tls-key': { type: 'string', describe: 'PEM private key for --tls-cert', group: 'POP3 TLS:' },
-  'tls-port': { type: 'number', describe: 'Port for implicit TLS, conventionally 995 (needs --tls-cert)', group: 'POP3 TLS:' },
-  'allow-plaintext-auth': { type: 'boolean', default: false, describe: 'With TLS configured, still accept passwords over unencrypted connections from other hosts', group: 'POP3 TLS:' },
-  'max-connections': { type: 'number', default: 1000, describe: 'Client connections at once, in all', group: 'Limits:' },
-  'max-connections-per-ip': { type: 'number', default: 50, describe: 'Client connections at once from one address', group: 'Limits:' },
-  'auth-timeout': { type: 'number', default: 60, describe: 'Seconds a connection has to log in', group: 'Limits:' },
-  'max-auth-failures': { type: 'number', default: 3, describe: 'Failed logins on one connection before it is closed', group: 'Limits:' },
-  'auth-fail-delay': { type: 'number', default: 8, describe: 'Longest delay in seconds before a failed login is answered (grows per address)', group: 'Limits:' },
-  'max-errors': { type: 'number', default: 10, describe: 'Protocol errors on one connection before it is closed', group: 'Limits:' },
-  'users-file': { type: 'string', describe: 'YAML file of the proxy\'s own users (login, mailbox, password hashes), for profiles that log in with tokens; re-read on SIGHUP', group: 'Operations:' },
-  redis: { type: 'string', describe: 'Redis URL (redis://host:6379/0, rediss:// for TLS) for the state proxy replicas share: mailbox locks, the failed-login throttle, LOGIN-DELAY', group: 'Operations:' },
-  'lock-redis': { type: 'string', describe: 'The old name of --redis (the same URL, or leave one out)', group: 'Operations:' },
-  'lock-ttl': { type: 'number', default: 60, describe: 'Seconds a Redis lock outlives a replica that died holding it', group: 'Operations:' },
-  'metrics-port': { type: 'number', describe: 'Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this port', group: 'Operations:' },
-  'metrics-host': { type: 'string', default: '0.0.0.0', describe: 'Address for --metrics-port', group: 'Operations:' },
-  'status-file': { type: 'string', describe: 'Once listening, write the process id and the addresses listened on (POP3, TLS, metrics) to this JSON file, for `pop3-imap-proxy healthcheck`', group: 'Operations:' },
-  'log-level': { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'Log level (debug adds protocol traces)', group: 'Logging:' },
-  'log-format': { choices: LOG_FORMATS, default: 'text' as LogFormat, describe: 'Log line format', group: 'Logging:' },
-  ...SMTP_OPTIONS,
-} as const;
 
 /** Values read from --config, kept to tell where a bad value came from. */
 interface ConfigFile {
@@ -141,14 +97,22 @@ const FILE_ONLY_KEYS = ['profiles', 'routes'];
 function parser(argv: readonly string[], file: ConfigFile) {
   return yargs([...argv])
     .scriptName('pop3-imap-proxy')
-    .usage('$0 --imap-host HOST [options]\n$0 COMMAND [options]\n\nA POP3 server that serves each user\'s mailbox from an IMAP server, and SMTP submission to its mail service.')
+    .usage(
+      "$0 --imap-host HOST [options]\n$0 COMMAND [options]\n\nA POP3 server that serves each user's mailbox " +
+        'from an IMAP server, and SMTP submission to its mail service.',
+    )
     .epilogue(COMMANDS_EPILOGUE)
     .env(ENV_PREFIX)
-    .config('config', 'YAML or JSON file with the same keys as the flags (flags > environment > file > defaults), and backend profiles and routes', (path: string) => {
-      const { profiles, routes, ...values } = readConfigFile(path);
-      Object.assign(file, { path, values, profiles, routes });
-      return values;
-    })
+    .config(
+      'config',
+      'YAML or JSON file with the same keys as the flags (flags > environment > file > defaults), and backend ' +
+        'profiles and routes',
+      (path: string) => {
+        const { profiles, routes, ...values } = readConfigFile(path);
+        Object.assign(file, { path, values, profiles, routes });
+        return values;
+      },
+    )
     .options(OPTIONS)
     .strict()
     .help()
@@ -158,7 +122,9 @@ function parser(argv: readonly string[], file: ConfigFile) {
     .exitProcess(false)
     .fail((msg, err) => {
       // yargs spreads some messages over several lines; ours are one line each.
-      throw new ConfigError(withoutCamelCaseTwins((msg || err?.message || 'invalid arguments').replace(/\s*\n\s*/g, ' ')));
+      throw new ConfigError(
+        withoutCamelCaseTwins((msg || err?.message || 'invalid arguments').replace(/\s*\n\s*/g, ' ')),
+      );
     });
 }
 
@@ -166,8 +132,10 @@ function parser(argv: readonly string[], file: ConfigFile) {
 function withoutCamelCaseTwins(message: string): string {
   const match = /^(Unknown arguments?): (.*)$/.exec(message);
   if (!match) return message;
-  const names = match[2]!.split(', ');
-  const typed = names.filter((n) => !names.includes(n.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)) || !/[A-Z]/.test(n));
+  const names = match[2].split(', ');
+  const typed = names.filter(
+    (n) => !names.includes(n.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)) || !/[A-Z]/.test(n),
+  );
   return `${typed.length > 1 ? 'Unknown arguments' : 'Unknown argument'}: ${typed.join(', ')}`;
 }
 
@@ -206,8 +174,11 @@ function readConfigFile(path: string): Record<string, unknown> {
     throw new ConfigError(`--config: ${path} is neither YAML nor JSON: ${(err as Error).message.split('\n', 1)[0]}`);
   }
   if (values === null || values === undefined) return {};
-  if (typeof values !== 'object' || Array.isArray(values)) throw new ConfigError(`--config: ${path} must hold a mapping of flag names to values`);
-  const unknown = Object.keys(values).find((key) => (!(key in OPTIONS) && !FILE_ONLY_KEYS.includes(key)) || key === 'print-config');
+  if (typeof values !== 'object' || Array.isArray(values))
+    throw new ConfigError(`--config: ${path} must hold a mapping of flag names to values`);
+  const unknown = Object.keys(values).find(
+    (key) => (!(key in OPTIONS) && !FILE_ONLY_KEYS.includes(key)) || key === 'print-config',
+  );
   if (unknown !== undefined) throw new ConfigError(`--config: ${path} has an unknown setting "${unknown}"`);
   return values as Record<string, unknown>;
 }
@@ -243,7 +214,8 @@ type Raw = Awaited<ReturnType<ReturnType<typeof parser>['parseAsync']>>;
 
 function validate(raw: Raw, at: (key: string) => string, file: ConfigFile): ProxyConfig {
   const imapHost = raw['imap-host'];
-  if (!imapHost) throw new ConfigError('--imap-host is required (or POP3PROXY_IMAP_HOST, or imap-host in a --config file)');
+  if (!imapHost)
+    throw new ConfigError('--imap-host is required (or POP3PROXY_IMAP_HOST, or imap-host in a --config file)');
   const tls = raw['imap-tls'];
   const uidlFormat = checkUidlFormat(at('uidl-format'), raw['uidl-format']);
   const imap: BackendEndpoint = {
@@ -257,10 +229,22 @@ function validate(raw: Raw, at: (key: string) => string, file: ConfigFile): Prox
   };
   const deleteMode = parseDeleteMode(at('delete-mode'), raw['delete-mode']);
   const smtpRelay = flagRelay(raw, at);
-  const defaults = { imap, deleteMode, flagOnDele: raw['flag-on-dele'], uidlFormat, auth: { grant: 'password' as const }, smtpRelay, smtpScope: undefined };
+  const defaults = {
+    imap,
+    deleteMode,
+    flagOnDele: raw['flag-on-dele'],
+    uidlFormat,
+    auth: { grant: 'password' as const },
+    smtpRelay,
+    smtpScope: undefined,
+  };
   const routing = parseRouting(file.profiles, file.routes, defaults, file.path ?? '--config');
   const usersFile = raw['users-file'];
-  if (needsLocalUsers(routing) && usersFile === undefined) throw new ConfigError(`${at('users-file')} is required: a profile logs in with tokens of the proxy's own, so the proxy must check its clients itself`);
+  if (needsLocalUsers(routing) && usersFile === undefined)
+    throw new ConfigError(
+      `${at('users-file')} is required: a profile logs in with tokens of the proxy's own, so the proxy must ` +
+        `check its clients itself`,
+    );
   return {
     listen: { host: raw.host, port: port(at('port'), raw.port, true) },
     imap,
@@ -277,7 +261,10 @@ function validate(raw: Raw, at: (key: string) => string, file: ConfigFile): Prox
     },
     policy: mailboxPolicy(raw, at),
     redis: sharedRedis(raw, at),
-    metrics: raw['metrics-port'] === undefined ? undefined : { host: raw['metrics-host'], port: port(at('metrics-port'), raw['metrics-port'], true) },
+    metrics:
+      raw['metrics-port'] === undefined
+        ? undefined
+        : { host: raw['metrics-host'], port: port(at('metrics-port'), raw['metrics-port'], true) },
     statusFile: raw['status-file'],
     idleTimeoutMs: seconds(at('idle-timeout'), raw['idle-timeout']),
     shutdownGraceMs: seconds(at('shutdown-grace'), raw['shutdown-grace'], true),
@@ -330,12 +317,14 @@ function sharedRedis(raw: Raw, at: (key: string) => string): ProxyConfig['redis'
 
 /** At most an hour: it is also how long a password changed on the server may still be honoured. */
 function backendReuse(flag: string, value: number): number {
-  if (!Number.isFinite(value) || value < 0 || value > 3600) throw new ConfigError(`${flag}: ${String(value)} is not a number of seconds between 0 and 3600`);
+  if (!Number.isFinite(value) || value < 0 || value > 3600)
+    throw new ConfigError(`${flag}: ${String(value)} is not a number of seconds between 0 and 3600`);
   return Math.round(value * 1000);
 }
 
 function redisUrl(flag: string, value: string): string {
-  if (!/^rediss?:\/\/[^\s]+$/.test(value)) throw new ConfigError(`${flag}: ${value} is not a redis:// or rediss:// URL`);
+  if (!/^rediss?:\/\/[^\s]+$/.test(value))
+    throw new ConfigError(`${flag}: ${value} is not a redis:// or rediss:// URL`);
   return value;
 }
 

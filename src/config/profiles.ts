@@ -29,7 +29,9 @@ export type BackendAuth =
       readonly clientId: string;
       readonly scope: string;
       /** A client secret, or a private key (with its certificate) for a signed assertion. */
-      readonly credential: { readonly kind: 'secret'; readonly secret: SecretRef } | { readonly kind: 'certificate'; readonly privateKey: SecretRef; readonly certificate: SecretRef };
+      readonly credential:
+        | { readonly kind: 'secret'; readonly secret: SecretRef }
+        | { readonly kind: 'certificate'; readonly privateKey: SecretRef; readonly certificate: SecretRef };
     }
   | {
       readonly grant: 'jwt-bearer';
@@ -103,12 +105,16 @@ const PROFILE_KEYS: readonly string[] = [
 export function parseRouting(profiles: unknown, routes: unknown, defaults: ProfileSettings, where: string): Routing {
   const byName = new Map<string, ProfileSettings>([[DEFAULT_PROFILE, defaults]]);
   for (const [name, value] of Object.entries(mapping(profiles, `profiles in ${where}`))) {
-    if (name === DEFAULT_PROFILE) throw new ConfigError(`profiles in ${where}: "${DEFAULT_PROFILE}" is the profile the flags describe; name yours otherwise`);
+    if (name === DEFAULT_PROFILE)
+      throw new ConfigError(
+        `profiles in ${where}: "${DEFAULT_PROFILE}" is the profile the flags describe; name yours otherwise`,
+      );
     byName.set(name, parseProfile(value, `profile ${name} in ${where}`, defaults.smtpRelay));
   }
   const table = new Map<string, string>();
   for (const [login, name] of Object.entries(mapping(routes, `routes in ${where}`))) {
-    if (typeof name !== 'string' || !byName.has(name)) throw new ConfigError(`routes in ${where}: ${login} names no known profile (${String(name)})`);
+    if (typeof name !== 'string' || !byName.has(name))
+      throw new ConfigError(`routes in ${where}: ${login} names no known profile (${String(name)})`);
     table.set(login.toLowerCase(), name);
   }
   return { profiles: byName, routes: table };
@@ -134,7 +140,8 @@ function parseProfile(value: unknown, where: string, defaultRelay: RelayEndpoint
   const tls = optionalString(v, 'imap-tls', where) ?? 'implicit';
   if (!TLS_MODES.includes(tls)) throw new ConfigError(`${where}: imap-tls must be implicit, starttls or none`);
   const port = v['imap-port'] ?? (tls === 'implicit' ? 993 : 143);
-  if (!Number.isInteger(port) || (port as number) < 1 || (port as number) > 65535) throw new ConfigError(`${where}: imap-port ${String(port)} is not a valid port`);
+  if (!Number.isInteger(port) || (port as number) < 1 || (port as number) > 65535)
+    throw new ConfigError(`${where}: imap-port ${JSON.stringify(port)} is not a valid port`);
   return {
     imap: {
       host: requiredString(v, 'imap-host', where),
@@ -147,7 +154,10 @@ function parseProfile(value: unknown, where: string, defaultRelay: RelayEndpoint
     },
     deleteMode: parseDeleteMode(`${where}: delete-mode`, optionalString(v, 'delete-mode', where) ?? 'expunge'),
     flagOnDele: optionalBoolean(v, 'flag-on-dele', where) ?? false,
-    uidlFormat: checkUidlFormat(`${where}: uidl-format`, optionalString(v, 'uidl-format', where) ?? DEFAULT_UIDL_FORMAT),
+    uidlFormat: checkUidlFormat(
+      `${where}: uidl-format`,
+      optionalString(v, 'uidl-format', where) ?? DEFAULT_UIDL_FORMAT,
+    ),
     auth: v.auth === undefined ? { grant: 'password' } : parseAuth(v.auth, `${where}, auth`),
     smtpRelay: parseRelay(v, (key) => `${where}: ${key}`) ?? defaultRelay,
     smtpScope: optionalString(v, 'smtp-scope', where),
@@ -159,15 +169,39 @@ function parseAuth(value: unknown, where: string): BackendAuth {
   const grant = requiredString(v, 'grant', where);
   const allowed: Record<string, readonly string[]> = {
     password: ['grant'],
-    'client-credentials': ['grant', 'token-url', 'client-id', 'scope', 'client-secret-file', 'client-secret-env', 'private-key-file', 'private-key-env', 'certificate-file'],
+    'client-credentials': [
+      'grant',
+      'token-url',
+      'client-id',
+      'scope',
+      'client-secret-file',
+      'client-secret-env',
+      'private-key-file',
+      'private-key-env',
+      'certificate-file',
+    ],
     'jwt-bearer': ['grant', 'service-account-file', 'service-account-env', 'scope', 'token-url'],
-    'refresh-token': ['grant', 'token-url', 'device-url', 'client-id', 'client-secret-file', 'client-secret-env', 'scope', 'token-store', 'token-store-key-file', 'token-store-key-env'],
+    'refresh-token': [
+      'grant',
+      'token-url',
+      'device-url',
+      'client-id',
+      'client-secret-file',
+      'client-secret-env',
+      'scope',
+      'token-store',
+      'token-store-key-file',
+      'token-store-key-env',
+    ],
   };
   const keys = allowed[grant];
   if (!keys) throw new ConfigError(`${where}: grant must be one of ${GRANTS.join(', ')}`);
   const unknown = Object.keys(v).find((k) => !keys.includes(k));
   if (unknown !== undefined) {
-    const hint = /secret|key|token$/.test(unknown) && !/-(file|env)$/.test(unknown) ? ' (secrets are named by -file or -env, never written here)' : '';
+    const hint =
+      /secret|key|token$/.test(unknown) && !/-(file|env)$/.test(unknown)
+        ? ' (secrets are named by -file or -env, never written here)'
+        : '';
     throw new ConfigError(`${where}: unknown setting "${unknown}" for grant ${grant}${hint}`);
   }
   const scope = optionalString(v, 'scope', where) ?? DEFAULT_SCOPES[grant];
@@ -177,25 +211,39 @@ function parseAuth(value: unknown, where: string): BackendAuth {
     case 'client-credentials': {
       const secret = secretRef(v, 'client-secret', where);
       const privateKey = secretRef(v, 'private-key', where);
-      if ((secret === undefined) === (privateKey === undefined)) throw new ConfigError(`${where}: give either client-secret-file/-env or private-key-file/-env with certificate-file`);
+      if ((secret === undefined) === (privateKey === undefined))
+        throw new ConfigError(
+          `${where}: give either client-secret-file/-env or private-key-file/-env with certificate-file`,
+        );
       const certificate = optionalString(v, 'certificate-file', where);
-      if (privateKey !== undefined && certificate === undefined) throw new ConfigError(`${where}: private-key needs certificate-file (its thumbprint goes in the assertion)`);
+      if (privateKey !== undefined && certificate === undefined)
+        throw new ConfigError(`${where}: private-key needs certificate-file (its thumbprint goes in the assertion)`);
       return {
         grant,
         tokenUrl: url(v, 'token-url', where),
         clientId: requiredString(v, 'client-id', where),
-        scope: scope!,
-        credential: secret !== undefined ? { kind: 'secret', secret } : { kind: 'certificate', privateKey: privateKey!, certificate: { file: certificate! } },
+        scope: scope,
+        credential:
+          secret !== undefined
+            ? { kind: 'secret', secret }
+            : { kind: 'certificate', privateKey: privateKey!, certificate: { file: certificate! } },
       };
     }
     case 'jwt-bearer': {
       const serviceAccount = secretRef(v, 'service-account', where);
-      if (serviceAccount === undefined) throw new ConfigError(`${where}: service-account-file or service-account-env is required`);
-      return { grant, serviceAccount, scope: scope!, tokenUrl: v['token-url'] === undefined ? undefined : url(v, 'token-url', where) };
+      if (serviceAccount === undefined)
+        throw new ConfigError(`${where}: service-account-file or service-account-env is required`);
+      return {
+        grant,
+        serviceAccount,
+        scope: scope,
+        tokenUrl: v['token-url'] === undefined ? undefined : url(v, 'token-url', where),
+      };
     }
     default: {
       const tokenStoreKey = secretRef(v, 'token-store-key', where);
-      if (tokenStoreKey === undefined) throw new ConfigError(`${where}: token-store-key-file or token-store-key-env is required`);
+      if (tokenStoreKey === undefined)
+        throw new ConfigError(`${where}: token-store-key-file or token-store-key-env is required`);
       if (scope === undefined) throw new ConfigError(`${where}: scope is required for grant refresh-token`);
       return {
         grant: 'refresh-token',
@@ -214,7 +262,8 @@ function parseAuth(value: unknown, where: string): BackendAuth {
 function secretRef(v: Record<string, unknown>, name: string, where: string): SecretRef | undefined {
   const file = optionalString(v, `${name}-file`, where);
   const env = optionalString(v, `${name}-env`, where);
-  if (file !== undefined && env !== undefined) throw new ConfigError(`${where}: give ${name}-file or ${name}-env, not both`);
+  if (file !== undefined && env !== undefined)
+    throw new ConfigError(`${where}: give ${name}-file or ${name}-env, not both`);
   if (file !== undefined) return { file };
   if (env !== undefined) return { env };
   return undefined;
@@ -230,7 +279,8 @@ function url(v: Record<string, unknown>, key: string, where: string): string {
   }
   // Tokens travel in clear only to this machine (a local token service, a test).
   const loopback = parsed.hostname === 'localhost' || parsed.hostname === '[::1]' || parsed.hostname.startsWith('127.');
-  if (parsed.protocol !== 'https:' && !(parsed.protocol === 'http:' && loopback)) throw new ConfigError(`${where}: ${key} must be https:// (http:// only to loopback)`);
+  if (parsed.protocol !== 'https:' && !(parsed.protocol === 'http:' && loopback))
+    throw new ConfigError(`${where}: ${key} must be https:// (http:// only to loopback)`);
   return value;
 }
 
@@ -249,7 +299,8 @@ function requiredString(v: Record<string, unknown>, key: string, where: string):
 function optionalString(v: Record<string, unknown>, key: string, where: string): string | undefined {
   const value = v[key];
   if (value === undefined) return undefined;
-  if (typeof value !== 'string' || value.trim() === '') throw new ConfigError(`${where}: ${key} must be a non-empty string`);
+  if (typeof value !== 'string' || value.trim() === '')
+    throw new ConfigError(`${where}: ${key} must be a non-empty string`);
   return value;
 }
 

@@ -26,17 +26,20 @@ export function parseRelay(values: Record<string, unknown>, where: (key: string)
     if (stray !== undefined) throw new ConfigError(`${where(stray)} needs smtp-relay-host`);
     return undefined;
   }
-  if (typeof host !== 'string' || host.trim() === '') throw new ConfigError(`${where('smtp-relay-host')} must be a host name`);
+  if (typeof host !== 'string' || host.trim() === '')
+    throw new ConfigError(`${where('smtp-relay-host')} must be a host name`);
   const tls = values['smtp-relay-tls'] ?? 'starttls';
-  if (typeof tls !== 'string' || !RELAY_TLS_MODES.includes(tls)) throw new ConfigError(`${where('smtp-relay-tls')} must be implicit, starttls or none`);
+  if (typeof tls !== 'string' || !RELAY_TLS_MODES.includes(tls))
+    throw new ConfigError(`${where('smtp-relay-tls')} must be implicit, starttls or none`);
   const port = values['smtp-relay-port'] ?? (tls === 'implicit' ? 465 : 587);
   if (!Number.isInteger(port) || (port as number) < 1 || (port as number) > 65535) {
-    throw new ConfigError(`${where('smtp-relay-port')}: ${String(port)} is not a valid port`);
+    throw new ConfigError(`${where('smtp-relay-port')}: ${JSON.stringify(port)} is not a valid port`);
   }
   const verify = values['smtp-relay-tls-verify'] ?? true;
   if (typeof verify !== 'boolean') throw new ConfigError(`${where('smtp-relay-tls-verify')} must be true or false`);
   const ca = values['smtp-relay-ca'];
-  if (ca !== undefined && typeof ca !== 'string') throw new ConfigError(`${where('smtp-relay-ca')} must be a file name`);
+  if (ca !== undefined && typeof ca !== 'string')
+    throw new ConfigError(`${where('smtp-relay-ca')} must be a file name`);
   const servername = values['smtp-relay-servername'];
   if (servername !== undefined && (typeof servername !== 'string' || servername === '')) {
     throw new ConfigError(`${where('smtp-relay-servername')} must be a host name`);
@@ -47,6 +50,6 @@ export function parseRelay(values: Record<string, unknown>, where: (key: string)
     tls: tls as RelayTlsMode,
     verifyTls: verify,
     ca: ca === undefined ? undefined : readCa(where('smtp-relay-ca'), ca),
-    servername: servername as string | undefined,
+    servername: servername,
   };
 }

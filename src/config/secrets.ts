@@ -10,7 +10,8 @@ import { ConfigError } from './values.js';
 export function readSecret(ref: SecretRef, what: string): string {
   if ('env' in ref) {
     const value = process.env[ref.env];
-    if (value === undefined || value === '') throw new ConfigError(`${what}: environment variable ${ref.env} is not set`);
+    if (value === undefined || value === '')
+      throw new ConfigError(`${what}: environment variable ${ref.env} is not set`);
     return value;
   }
   let value: string;

@@ -87,7 +87,7 @@ export class BackendPool {
     const now = performance.now();
     // The newest first: it has the most time left.
     for (let i = this.kept.length - 1; i >= 0; i--) {
-      const entry = this.kept[i]!;
+      const entry = this.kept[i];
       if (entry.mailboxKey !== mailboxKey || entry.tag !== tag) continue;
       this.remove(entry);
       if (entry.expires <= now || !entry.client.usable) {
@@ -119,11 +119,11 @@ export class BackendPool {
     }
     const same = this.kept.filter((e) => e.mailboxKey === mailboxKey);
     if (same.length >= this.options.maxPerMailbox) {
-      this.remove(same[0]!);
-      this.discard(same[0]!, 'capacity');
+      this.remove(same[0]);
+      this.discard(same[0], 'capacity');
     }
     if (this.kept.length >= this.options.maxTotal) {
-      const oldest = this.kept[0]!;
+      const oldest = this.kept[0];
       this.remove(oldest);
       this.discard(oldest, 'capacity');
     }
@@ -169,5 +169,8 @@ function close(client: ImapFlow): void {
     client.close();
     return;
   }
-  client.logout().catch(() => undefined).finally(() => client.close());
+  client
+    .logout()
+    .catch(() => undefined)
+    .finally(() => client.close());
 }

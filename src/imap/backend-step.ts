@@ -70,7 +70,10 @@ export function stepError(what: string, err: unknown, fatal: boolean): MaildropE
   // imapflow's own mark for a SELECT of a folder the server does not have (it passes no code on).
   if ((err as { mailboxMissing?: unknown }).mailboxMissing === true) {
     const text = (err as { responseText?: unknown }).responseText;
-    return new MaildropError('permanent', `${what}: no such folder${typeof text === 'string' ? ` (${text})` : ''}`, { cause: err, fatal });
+    return new MaildropError('permanent', `${what}: no such folder${typeof text === 'string' ? ` (${text})` : ''}`, {
+      cause: err,
+      fatal,
+    });
   }
   const failure = serverFailureOf(err);
   if (failure !== undefined) {

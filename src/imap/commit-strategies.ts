@@ -1,9 +1,9 @@
 /**
  * What QUIT does with the messages the session deleted, as --delete-mode says: expunge them
  * (UID EXPUNGE of exactly these UIDs), move them to a folder (keeping a copy), only leave
- * them flagged \Deleted for the server's own policy, or mark them \Seen and keep them. Each removes exactly the UIDs it is given,
- * never another message that carries \Deleted. A failure part way leaves the flags it stored
- * in the ledger, for the session's abandon to take back.
+ * them flagged \Deleted for the server's own policy, or mark them \Seen and keep them. Each
+ * touches exactly the UIDs it is given, never another message that carries \Deleted. A failure
+ * part way leaves the flags it stored in the ledger, for the session's abandon to take back.
  */
 import type { ImapFlow, ListResponse } from 'imapflow';
 import type { Logger } from 'winston';

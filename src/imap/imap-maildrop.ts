@@ -36,6 +36,7 @@ import { ListingSync, selectedState } from './listing-sync.js';
 import { MessageReader } from './message-reader.js';
 import { SnapshotCache } from './snapshot-cache.js';
 import { searchUids } from './uid-search.js';
+import { uidSet } from './uid-set.js';
 import type { UidlFormatter } from './uidl-format.js';
 
 export type { DeleteMode } from './commit-strategies.js';
@@ -169,13 +170,16 @@ export class ImapMaildrop implements Maildrop {
     const uidValidity = Number(state.uidValidity);
     const entries: SnapshotEntry[] = [];
     for (let i = 0; i < listing.uids.length; i++) {
-      const uid = listing.uids[i]!;
+      const uid = listing.uids[i];
       if (unseen !== undefined && !unseen.has(uid)) continue;
-      entries.push({ uid, size: listing.sizes[i]!, uidl: this.options.uidl(uid, uidValidity) });
+      entries.push({ uid, size: listing.sizes[i], uidl: this.options.uidl(uid, uidValidity) });
     }
     // The newest messages have the highest UIDs.
     entries.splice(0, Math.max(0, entries.length - (this.options.maxMessages ?? entries.length)));
-    this.ledger.listed(entries.map((entry) => entry.uid), listing.deleted);
+    this.ledger.listed(
+      entries.map((entry) => entry.uid),
+      listing.deleted,
+    );
     this.snapshot = entries;
     const skip = (index: number) => this.deletedIndexes.has(index);
     const { timeoutMs, chunkSize } = this.options;
@@ -193,7 +197,10 @@ export class ImapMaildrop implements Maildrop {
   private folderFailure(err: unknown): never {
     const folder = this.requestedFolder;
     if (folder === undefined || !(err instanceof MaildropError) || err.kind !== 'permanent') throw err;
-    throw new MaildropError('permanent', err.message, { cause: err, clientText: `No folder ${folder} in this mailbox.` });
+    throw new MaildropError('permanent', err.message, {
+      cause: err,
+      clientText: `No folder ${folder} in this mailbox.`,
+    });
   }
 
   async read(index: number): Promise<MessageStream> {
@@ -224,7 +231,7 @@ export class ImapMaildrop implements Maildrop {
     const uid = this.uidOf(index);
     const octets = this.reader?.takeOctets(index);
     if (octets !== undefined) {
-      const reported = this.snapshot[index]!.size;
+      const reported = this.snapshot[index].size;
       if (octets !== reported) {
         this.logger.debug(`UID ${uid}: ${octets} octets delivered, the server reported ${reported}`);
       }
@@ -243,12 +250,45 @@ export class ImapMaildrop implements Maildrop {
     if (uids.length > 0) {
       const { steps, flags, ledger, logger } = this;
       const session = { client: this.connection.client, steps, flags, ledger, logger };
-      await commitDeletions(this.options.deleteMode, uids, session);
+      await commitDeletions(this.options.deleteMode, uids, session).catch((err: unknown) =>
+        this.afterFailedCommit(uids, err),
+      );
     }
     this.ledger.clear();
     this.ended = true;
     // The removal is confirmed: the client need not wait for the goodbye with the server too.
     void this.letGo();
+  }
+
+  /**
+   * A removal that failed may still have happened: the connection can die after the server ran
+   * the UID EXPUNGE or MOVE and before its answer came. The store is asked over a fresh
+   * connection, so that QUIT never says "nothing was deleted" of mail that is gone: all gone is
+   * a commit (resolves); all there is the failure it was; some of each is said as it is.
+   */
+  private async afterFailedCommit(uids: number[], err: unknown): Promise<void> {
+    const mode = this.options.deleteMode.kind;
+    if (mode !== 'expunge' && mode !== 'move') throw err;
+    let left: number[];
+    try {
+      left = await this.connection.withFresh(async (fresh) => [
+        ...((await fresh.search({ uid: uidSet(uids) }, { uid: true })) || []),
+      ]);
+    } catch {
+      throw err;
+    }
+    if (left.length === uids.length) throw err;
+    const gone = uids.length - left.length;
+    this.logger.warn(
+      `The removal failed (${(err as Error).message}), yet ${gone} of the ${uids.length} messages are gone`,
+    );
+    if (left.length === 0) return;
+    // The flags of the removed ones went with them; those left keep theirs for abandon to take back.
+    this.ledger.forget(uids.filter((uid) => !left.includes(uid)));
+    throw new MaildropError('temporary', `only ${gone} of the ${uids.length} deleted messages were removed`, {
+      cause: err,
+      clientText: `Only ${gone} of the ${uids.length} deleted messages were removed; try again later.`,
+    });
   }
 
   async abandon(): Promise<void> {

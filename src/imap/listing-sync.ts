@@ -161,18 +161,18 @@ export class ListingSync {
     const missing: number[] = [];
     let j = 0;
     uids.forEach((uid, i) => {
-      while (j < cached.uids.length && cached.uids[j]! < uid) j++;
+      while (j < cached.uids.length && cached.uids[j] < uid) j++;
       if (cached.uids[j] === uid) sizes[i] = cached.sizes[j]!;
       else missing.push(i);
     });
     if (missing.length === 0) return sizes;
-    const set = uidSet(missing.map((i) => uids[i]!));
+    const set = uidSet(missing.map((i) => uids[i]));
     const client = this.connection.client;
     const fetched = await this.steps.run('listing new messages', () =>
       client.fetchAll(set, { uid: true, size: true }, { uid: true }),
     );
     const byUid = new Map(fetched.map((m) => [m.uid, m.size]));
-    for (const i of missing) sizes[i] = byUid.get(uids[i]!) ?? Number.NaN;
+    for (const i of missing) sizes[i] = byUid.get(uids[i]) ?? Number.NaN;
     return sizes;
   }
 }

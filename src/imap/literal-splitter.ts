@@ -65,7 +65,7 @@ export function literalAtEnd(line: Buffer): number {
   if (end < 0 || line[end] !== CLOSE) return -1;
   end--;
   let start = end;
-  while (start >= 0 && line[start]! >= 0x30 && line[start]! <= 0x39) start--;
+  while (start >= 0 && line[start] >= 0x30 && line[start] <= 0x39) start--;
   if (start === end || start < 0 || line[start] !== OPEN) return -1;
   // Leading zeros are allowed (RFC 9051's number), as imapflow allows them.
   let first = start + 1;
@@ -224,7 +224,7 @@ export class ResponseSplitter {
     if (line[0] !== STAR || line[1] !== SPACE) return undefined;
     const match = BODY_LINE.exec(line.toString('latin1'));
     if (match === null) return undefined;
-    const uid = UID_ITEM.exec(match[1]!);
+    const uid = UID_ITEM.exec(match[1]);
     return this.claim(uid === null ? undefined : Number(uid[1]), size);
   }
 }
@@ -234,7 +234,7 @@ function lastBytes(pieces: Buffer[]): Buffer {
   const out: Buffer[] = [];
   let need = TAIL;
   for (let i = pieces.length - 1; i >= 0 && need > 0; i--) {
-    const piece = pieces[i]!;
+    const piece = pieces[i];
     const take = Math.min(need, piece.length);
     out.unshift(piece.subarray(piece.length - take));
     need -= take;

@@ -207,7 +207,7 @@ export class LiteralTap {
   }
 
   private constructor(streamer: Streamer) {
-    const parse = streamer._transform;
+    const parse = streamer._transform.bind(streamer);
     streamer._transform = (chunk, encoding, next) => {
       const bytes =
         typeof chunk === 'string' ? Buffer.from(chunk, encoding === 'buffer' ? undefined : encoding) : chunk;
@@ -216,14 +216,14 @@ export class LiteralTap {
       const full = this.splitter.takeFull();
       if (full === undefined) {
         if (slices.length === 0) return next();
-        if (slices.length === 1) return parse.call(streamer, slices[0]!, 'buffer', next);
+        if (slices.length === 1) return parse(slices[0], 'buffer', next);
       }
       // imapflow's streamer queues its input and releases each piece once parsed.
       let left = slices.length + (full === undefined ? 0 : 1);
       const done = () => {
         if (--left === 0) next();
       };
-      for (const slice of slices) parse.call(streamer, slice, 'buffer', done);
+      for (const slice of slices) parse(slice, 'buffer', done);
       full?.whenDrained(done);
     };
     streamer.once('close', () => this.closed());

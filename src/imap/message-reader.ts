@@ -115,7 +115,7 @@ export class MessageReader {
    * connection has no literal tap, with imapflow's download.
    */
   private async stream(index: number, uid: number): Promise<MessageStream> {
-    const windows = this.large.fetch(uid, this.messages[index]!.size, this.options.chunkSize);
+    const windows = this.large.fetch(uid, this.messages[index].size, this.options.chunkSize);
     if (windows === undefined) return this.download(index, uid);
     const body = await this.steps.run(`fetching message UID ${uid}`, () => windows);
     if (body === undefined) throw new MaildropError('gone', `message UID ${uid} no longer exists`);

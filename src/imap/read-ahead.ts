@@ -71,7 +71,7 @@ export class ReadAhead {
 
   /** Whether `index` is small enough to be read through here. */
   handles(index: number): boolean {
-    return this.messages[index]!.size <= SMALL_MESSAGE;
+    return this.messages[index].size <= SMALL_MESSAGE;
   }
 
   /**
@@ -127,7 +127,7 @@ export class ReadAhead {
     let index = from;
     for (; index < this.messages.length && batch.size < AHEAD_MESSAGES; index++) {
       if (this.skip(index)) continue;
-      const { uid, size } = this.messages[index]!;
+      const { uid, size } = this.messages[index];
       if (size > SMALL_MESSAGE || (batch.size > 0 && bytes + size > budget)) break;
       let settle!: Waiting;
       const body = new Promise<MessageBody | undefined>((resolve, reject) => (settle = { resolve, reject }));

@@ -101,7 +101,7 @@ function indexOfUid(uids: Uint32Array, uid: number): number {
   let hi = uids.length - 1;
   while (lo <= hi) {
     const mid = (lo + hi) >>> 1;
-    const at = uids[mid]!;
+    const at = uids[mid];
     if (at === uid) return mid;
     if (at < uid) lo = mid + 1;
     else hi = mid - 1;

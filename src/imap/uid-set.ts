@@ -6,7 +6,7 @@ export function parseUidSet(set: string): Uint32Array {
   for (const part of set.split(',')) {
     if (part === '') continue;
     const [first, last = first] = part.split(':').map(Number) as [number, number?];
-    const [low, high] = first! <= last! ? [first!, last!] : [last!, first!];
+    const [low, high] = first <= last ? [first, last] : [last, first];
     for (let uid = low; uid <= high; uid++) uids.push(uid);
   }
   return Uint32Array.from(uids).sort();
@@ -16,9 +16,9 @@ export function parseUidSet(set: string): Uint32Array {
 export function uidSet(uids: readonly number[]): string {
   const sorted = [...uids].sort((a, b) => a - b);
   const ranges: string[] = [];
-  for (let i = 0; i < sorted.length; ) {
+  for (let i = 0; i < sorted.length;) {
     let j = i;
-    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j++;
     ranges.push(i === j ? String(sorted[i]) : `${sorted[i]}:${sorted[j]}`);
     i = j + 1;
   }

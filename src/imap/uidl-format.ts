@@ -17,13 +17,13 @@ export function compileUidlFormat(template: string): UidlFormatter {
   const seen = new Set<string>();
   for (const match of template.matchAll(TOKEN)) {
     parts.push(template.slice(last, match.index));
-    last = match.index! + match[0].length;
+    last = match.index + match[0].length;
     const [, percent, zero, width, radix, field] = match;
     if (percent) {
       parts.push('%');
       continue;
     }
-    seen.add(field!);
+    seen.add(field);
     parts.push(numberFormatter(field as 'u' | 'v', radix ?? '', Number(width ?? 0), zero === '0'));
   }
   parts.push(template.slice(last));

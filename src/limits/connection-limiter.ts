@@ -8,8 +8,7 @@ export interface ConnectionLimits {
 }
 
 export type Admission =
-  | { admitted: true; release: () => void }
-  | { admitted: false; limit: 'total' | 'per-ip'; reason: string };
+  { admitted: true; release: () => void } | { admitted: false; limit: 'total' | 'per-ip'; reason: string };
 
 export class ConnectionLimiter {
   private total = 0;
@@ -18,7 +17,8 @@ export class ConnectionLimiter {
   constructor(private readonly limits: ConnectionLimits) {}
 
   admit(address: string): Admission {
-    if (this.total >= this.limits.maxConnections) return { admitted: false, limit: 'total', reason: 'Too many connections, try again later.' };
+    if (this.total >= this.limits.maxConnections)
+      return { admitted: false, limit: 'total', reason: 'Too many connections, try again later.' };
     const current = this.perAddress.get(address) ?? 0;
     if (current >= this.limits.maxConnectionsPerIp) {
       return { admitted: false, limit: 'per-ip', reason: 'Too many connections from your address, try again later.' };

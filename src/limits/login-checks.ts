@@ -34,9 +34,13 @@ export class LoginChecks {
     const shared = options.shared;
     if (!shared) return;
     const fallback = options.onFallback ?? (() => undefined);
-    this.sharedThrottle = new SharedAuthThrottle(shared.failures, this.throttle, options.authFailDelayMs, () => fallback('throttle'));
+    this.sharedThrottle = new SharedAuthThrottle(shared.failures, this.throttle, options.authFailDelayMs, () =>
+      fallback('throttle'),
+    );
     if (this.delay && options.loginDelayMs !== undefined) {
-      this.sharedDelay = new SharedLoginDelay(shared.logins, this.delay, options.loginDelayMs, () => fallback('login-delay'));
+      this.sharedDelay = new SharedLoginDelay(shared.logins, this.delay, options.loginDelayMs, () =>
+        fallback('login-delay'),
+      );
     }
   }
 

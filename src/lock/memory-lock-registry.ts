@@ -7,18 +7,18 @@ const NEVER_LOST = new AbortController().signal;
 export class MemoryLockRegistry implements LockRegistry {
   private readonly held = new Set<string>();
 
-  async acquire(key: string): Promise<LockLease | undefined> {
-    if (this.held.has(key)) return undefined;
+  acquire(key: string): Promise<LockLease | undefined> {
+    if (this.held.has(key)) return Promise.resolve(undefined);
     this.held.add(key);
     let released = false;
-    return {
+    return Promise.resolve({
       lost: NEVER_LOST,
-      release: async () => {
-        if (released) return;
+      release: () => {
+        if (!released) this.held.delete(key);
         released = true;
-        this.held.delete(key);
+        return Promise.resolve();
       },
-    };
+    });
   }
 
   get size(): number {

@@ -86,7 +86,10 @@ class RedisLease implements LockLease {
     } catch (err) {
       // The lock then ends with its time to live. Redis being away was logged once already.
       const level = this.link.status.isUp ? 'warn' : 'debug';
-      this.logger.log(level, `Releasing a mailbox lock failed; it expires in ${this.ttlMs / 1000} s: ${(err as Error).message}`);
+      this.logger.log(
+        level,
+        `Releasing a mailbox lock failed; it expires in ${this.ttlMs / 1000} s: ${(err as Error).message}`,
+      );
     }
   }
 
@@ -98,12 +101,19 @@ class RedisLease implements LockLease {
     } catch (err) {
       // The expiry timer decides when failing renewals have cost the lock.
       const level = this.link.status.isUp ? 'warn' : 'debug';
-      this.logger.log(level, `Renewing a mailbox lock failed (will retry until --lock-ttl runs out): ${(err as Error).message}`);
+      this.logger.log(
+        level,
+        `Renewing a mailbox lock failed (will retry until --lock-ttl runs out): ${(err as Error).message}`,
+      );
       return;
     }
     if (this.released || this.lost.aborted) return;
     if (renewed === 0) return this.lose('taken');
-    if (renewed === 2) this.logger.warn('A mailbox lock was gone from Redis while its session ran and renewals kept succeeding (Redis restarted empty): taken again');
+    if (renewed === 2)
+      this.logger.warn(
+        'A mailbox lock was gone from Redis while its session ran and renewals kept succeeding ' +
+          '(Redis restarted empty): taken again',
+      );
     this.arm(sentAt);
   }
 
@@ -121,7 +131,10 @@ class RedisLease implements LockLease {
       cause === 'taken'
         ? 'another session holds it now (it expired while Redis was out of reach)'
         : `it could not be renewed within --lock-ttl (${this.ttlMs / 1000} s)`;
-    this.logger.error(`The mailbox lock was lost: ${why}; the session ends without changing the mailbox`, { event: 'lock-lost', cause });
+    this.logger.error(`The mailbox lock was lost: ${why}; the session ends without changing the mailbox`, {
+      event: 'lock-lost',
+      cause,
+    });
     this.lostController.abort(cause);
   }
 

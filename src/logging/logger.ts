@@ -41,7 +41,12 @@ function tagWithSession(logger: winston.Logger): void {
   const write = logger.write.bind(logger) as (info: unknown, ...rest: unknown[]) => boolean;
   (logger as unknown as { write: typeof write }).write = (info, ...rest) => {
     const cid = currentSession()?.cid;
-    if (cid !== undefined && info !== null && typeof info === 'object' && (info as { cid?: unknown }).cid === undefined) {
+    if (
+      cid !== undefined &&
+      info !== null &&
+      typeof info === 'object' &&
+      (info as { cid?: unknown }).cid === undefined
+    ) {
       (info as { cid?: string }).cid = cid;
     }
     return write(info, ...rest);
@@ -49,6 +54,7 @@ function tagWithSession(logger: winston.Logger): void {
 }
 
 /** C0 and C1 controls, DEL, and the Unicode line and paragraph separators. */
+// eslint-disable-next-line no-control-regex -- control characters are what it finds
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
 const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
 
@@ -81,11 +87,16 @@ function escapeValue(value: unknown, depth: number): unknown {
 function textLine(info: winston.Logform.TransformableInfo): string {
   const { timestamp, level, message, client, user, cid } = info as Record<string, unknown>;
   const who = [
-    cid !== undefined ? `cid=${String(cid)}` : '',
-    user !== undefined ? `user=${String(user)}` : '',
-    client !== undefined ? `client=${String(client)}` : '',
+    cid !== undefined ? `cid=${text(cid)}` : '',
+    user !== undefined ? `user=${text(user)}` : '',
+    client !== undefined ? `client=${text(client)}` : '',
   ]
     .filter(Boolean)
     .join(' ');
-  return `${String(timestamp)} ${level}: ${who ? `${who} ` : ''}${String(message)}`;
+  return `${text(timestamp)} ${text(level)}: ${who ? `${who} ` : ''}${text(message)}`;
+}
+
+/** A field as text: strings as they are, anything else as JSON. */
+function text(value: unknown): string {
+  return typeof value === 'string' ? value : JSON.stringify(value);
 }

@@ -14,11 +14,19 @@ export interface UnexpectedErrorHandling {
 }
 
 /** Handles one escaped error: logs, counts, and ends the session it came from. */
-export function handleUnexpected(err: unknown, kind: 'exception' | 'rejection', logger: Logger, handling: UnexpectedErrorHandling): void {
+export function handleUnexpected(
+  err: unknown,
+  kind: 'exception' | 'rejection',
+  logger: Logger,
+  handling: UnexpectedErrorHandling,
+): void {
   const session = currentSession();
   const stack = err instanceof Error ? (err.stack ?? `${err.name}: ${err.message}`) : String(err);
   const what = kind === 'exception' ? 'An uncaught exception' : 'An unhandled promise rejection';
-  const whose = session === undefined ? 'no session could be told; the process goes on' : 'its session is ended; the process goes on';
+  const whose =
+    session === undefined
+      ? 'no session could be told; the process goes on'
+      : 'its session is ended; the process goes on';
   logger.error(`${what} escaped all handling (${whose}): ${stack}`, { event: 'unexpected-error', kind });
   handling.count(kind);
   try {

@@ -17,7 +17,11 @@ export class MaildropError extends Error {
    */
   readonly clientText: string | undefined;
 
-  constructor(kind: FailureKind, message: string, options: { fatal?: boolean; cause?: unknown; clientText?: string } = {}) {
+  constructor(
+    kind: FailureKind,
+    message: string,
+    options: { fatal?: boolean; cause?: unknown; clientText?: string } = {},
+  ) {
     super(message, { cause: options.cause });
     this.name = 'MaildropError';
     this.kind = kind;

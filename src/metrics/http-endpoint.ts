@@ -48,12 +48,19 @@ export async function startMetricsEndpoint(options: MetricsEndpointOptions): Pro
   return server;
 }
 
-async function handle(options: MetricsEndpointOptions, url: string): Promise<{ status: number; type: string; body: string }> {
+async function handle(
+  options: MetricsEndpointOptions,
+  url: string,
+): Promise<{ status: number; type: string; body: string }> {
   const path = url.split('?', 1)[0];
   const text = 'text/plain; charset=utf-8';
   switch (path) {
     case '/metrics':
-      return { status: 200, type: options.metrics.registry.contentType, body: await options.metrics.registry.metrics() };
+      return {
+        status: 200,
+        type: options.metrics.registry.contentType,
+        body: await options.metrics.registry.metrics(),
+      };
     case '/healthz':
       return { status: 200, type: text, body: 'ok\n' };
     case '/readyz':

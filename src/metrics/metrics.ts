@@ -12,7 +12,11 @@ const PREFIX = 'pop3proxy_';
 
 export class ProxyMetrics implements SessionEvents {
   readonly registry = new Registry();
-  private readonly sessionsActive = new Gauge({ name: `${PREFIX}sessions_active`, help: 'POP3 sessions open now', registers: [this.registry] });
+  private readonly sessionsActive = new Gauge({
+    name: `${PREFIX}sessions_active`,
+    help: 'POP3 sessions open now',
+    registers: [this.registry],
+  });
   private readonly sessions = new Counter({
     name: `${PREFIX}sessions_total`,
     help: 'POP3 sessions ended, by how they ended',
@@ -25,11 +29,32 @@ export class ProxyMetrics implements SessionEvents {
     labelNames: ['outcome'],
     registers: [this.registry],
   });
-  private readonly commands = new Counter({ name: `${PREFIX}commands_total`, help: 'POP3 commands received, by name', labelNames: ['command'], registers: [this.registry] });
-  private readonly messages = new Counter({ name: `${PREFIX}messages_retrieved_total`, help: 'Messages delivered whole by RETR', registers: [this.registry] });
-  private readonly bytes = new Counter({ name: `${PREFIX}bytes_retrieved_total`, help: 'Message octets delivered by RETR and TOP', registers: [this.registry] });
-  private readonly deletes = new Counter({ name: `${PREFIX}deletes_total`, help: 'Messages marked deleted by DELE', registers: [this.registry] });
-  private readonly expunges = new Counter({ name: `${PREFIX}expunged_total`, help: 'Messages removed from the store at QUIT', registers: [this.registry] });
+  private readonly commands = new Counter({
+    name: `${PREFIX}commands_total`,
+    help: 'POP3 commands received, by name',
+    labelNames: ['command'],
+    registers: [this.registry],
+  });
+  private readonly messages = new Counter({
+    name: `${PREFIX}messages_retrieved_total`,
+    help: 'Messages delivered whole by RETR',
+    registers: [this.registry],
+  });
+  private readonly bytes = new Counter({
+    name: `${PREFIX}bytes_retrieved_total`,
+    help: 'Message octets delivered by RETR and TOP',
+    registers: [this.registry],
+  });
+  private readonly deletes = new Counter({
+    name: `${PREFIX}deletes_total`,
+    help: 'Messages marked deleted by DELE',
+    registers: [this.registry],
+  });
+  private readonly expunges = new Counter({
+    name: `${PREFIX}expunged_total`,
+    help: 'Messages removed from the store at QUIT',
+    registers: [this.registry],
+  });
   private readonly refused = new Counter({
     name: `${PREFIX}connections_refused_total`,
     help: 'Connections refused by the connection limits',
@@ -50,7 +75,9 @@ export class ProxyMetrics implements SessionEvents {
   });
   private readonly reuseEvictions = new Counter({
     name: `${PREFIX}backend_reuse_evictions_total`,
-    help: 'Kept backend connections closed without being used again, by reason: expired, closed (by the server), capacity, replaced (another password), shutdown',
+    help:
+      'Kept backend connections closed without being used again, by reason: expired, closed (by the ' +
+      'server), capacity, replaced (another password), shutdown',
     labelNames: ['reason'],
     registers: [this.registry],
   });
@@ -70,24 +97,34 @@ export class ProxyMetrics implements SessionEvents {
 
   private readonly unexpected = new Counter({
     name: `${PREFIX}unexpected_errors_total`,
-    help: 'Errors that escaped all handling (each logged with its stack and ended only its session), by kind: exception, rejection',
+    help:
+      'Errors that escaped all handling (each logged with its stack and ended only its session), by kind: ' +
+      'exception, rejection',
     labelNames: ['kind'],
     registers: [this.registry],
   });
   private readonly locksLost = new Counter({
     name: `${PREFIX}locks_lost_total`,
-    help: 'Sessions ended because their shared mailbox lock was lost, by cause: expired (not renewed within --lock-ttl), taken (held by another session)',
+    help:
+      'Sessions ended because their shared mailbox lock was lost, by cause: expired (not renewed within ' +
+      '--lock-ttl), taken (held by another session)',
     labelNames: ['cause'],
     registers: [this.registry],
   });
   private readonly fastPaths = new Gauge({
     name: `${PREFIX}fast_path`,
-    help: "Whether a fast path into imapflow's internals is on (1) or switched off because the installed imapflow does not fit it (0), by hook",
+    help:
+      "Whether a fast path into imapflow's internals is on (1) or switched off because the installed " +
+      'imapflow does not fit it (0), by hook',
     labelNames: ['hook'],
     registers: [this.registry],
   });
 
-  private readonly smtpActive = new Gauge({ name: `${PREFIX}smtp_sessions_active`, help: 'SMTP submission sessions open now', registers: [this.registry] });
+  private readonly smtpActive = new Gauge({
+    name: `${PREFIX}smtp_sessions_active`,
+    help: 'SMTP submission sessions open now',
+    registers: [this.registry],
+  });
   private readonly smtpLogins = new Counter({
     name: `${PREFIX}smtp_logins_total`,
     help: 'SMTP submission logins by outcome: ok, auth (rejected credentials), backend-error (relay or token trouble)',
@@ -96,11 +133,17 @@ export class ProxyMetrics implements SessionEvents {
   });
   private readonly smtpMessages = new Counter({
     name: `${PREFIX}smtp_messages_total`,
-    help: 'Messages submitted, by result: accepted (the relay said 250), refused (by the relay or the proxy), failed (the relay could not be reached), abandoned (the client or a shutdown cut it)',
+    help:
+      'Messages submitted, by result: accepted (the relay said 250), refused (by the relay or the proxy), ' +
+      'failed (the relay could not be reached), abandoned (the client or a shutdown cut it)',
     labelNames: ['result'],
     registers: [this.registry],
   });
-  private readonly smtpBytes = new Counter({ name: `${PREFIX}smtp_bytes_relayed_total`, help: 'Octets of messages the relay accepted', registers: [this.registry] });
+  private readonly smtpBytes = new Counter({
+    name: `${PREFIX}smtp_bytes_relayed_total`,
+    help: 'Octets of messages the relay accepted',
+    registers: [this.registry],
+  });
   /** For the SMTP front door. */
   readonly submissionEvents: SubmissionEvents = {
     login: (outcome: SubmissionLogin) => this.smtpLogins.inc({ outcome }),
@@ -182,7 +225,11 @@ export class ProxyMetrics implements SessionEvents {
   /** With shared state (--redis): whether Redis answers. The series exist only then. */
   redisUp(up: boolean): void {
     this.redis ??= {
-      up: new Gauge({ name: `${PREFIX}redis_up`, help: 'Whether Redis (the state replicas share) answers: 1 yes, 0 no', registers: [this.registry] }),
+      up: new Gauge({
+        name: `${PREFIX}redis_up`,
+        help: 'Whether Redis (the state replicas share) answers: 1 yes, 0 no',
+        registers: [this.registry],
+      }),
       fallbacks: new Counter({
         name: `${PREFIX}redis_fallbacks_total`,
         help: 'Checks answered from this process alone because Redis could not answer, by check: throttle, login-delay',

@@ -22,7 +22,8 @@ export interface FrontDoorOptions {
   /** The protocol's command that starts TLS on the plain port (STLS, STARTTLS), for the log. */
   readonly upgrade: string;
   readonly host: string;
-  readonly port: number;
+  /** Port for the plain listener; undefined for none (a door of implicit TLS alone). */
+  readonly port: number | undefined;
   /** Port for implicit TLS; undefined for none. */
   readonly tlsPort: number | undefined;
   readonly tls: TlsCredentials | undefined;
@@ -52,7 +53,7 @@ export interface Protocol {
 }
 
 export class FrontDoor {
-  private readonly server: net.Server;
+  private readonly server: net.Server | undefined;
   private readonly tlsServer: net.Server | undefined;
   /** Sockets not yet handed on (PROXY header or TLS handshake pending): nothing to clean up. */
   private readonly halfOpen = new Set<net.Socket>();
@@ -62,28 +63,36 @@ export class FrontDoor {
     private readonly protocol: Protocol,
   ) {
     const { logger, protocol: name } = options;
-    this.server = net.createServer((socket) => this.onSocket(socket, false));
-    this.server.on('error', (err) => logger.error(`${name} listener error: ${err.message}`));
+    if (options.port !== undefined) {
+      this.server = net.createServer((socket) => this.onSocket(socket, false));
+      this.server.on('error', (err) => logger.error(`${name} listener error: ${err.message}`));
+    }
     if (options.tls && options.tlsPort !== undefined) {
       this.tlsServer = net.createServer((socket) => this.onSocket(socket, true));
       this.tlsServer.on('error', (err) => logger.error(`${name} TLS listener error: ${err.message}`));
     }
   }
 
-  /** Starts listening; resolves to the plain listener's address (useful with port 0). */
+  /** Starts listening; resolves to the first listener's address (useful with port 0). */
   async listen(): Promise<net.AddressInfo> {
     const { host, port, tlsPort, protocol, logger } = this.options;
-    const address = await listenOn(this.server, port, host);
-    logger.info(`${protocol} listening on ${address.address}:${address.port}${this.options.tls ? ` (${this.options.upgrade})` : ''}`);
+    let first: net.AddressInfo | undefined;
+    if (this.server) {
+      first = await listenOn(this.server, port!, host);
+      const upgrade = this.options.tls ? ` (${this.options.upgrade})` : '';
+      logger.info(`${protocol} listening on ${first.address}:${first.port}${upgrade}`);
+    }
     if (this.tlsServer) {
       const secure = await listenOn(this.tlsServer, tlsPort!, host);
       logger.info(`${protocol} over TLS listening on ${secure.address}:${secure.port}`);
+      first ??= secure;
     }
-    return address;
+    if (first === undefined) throw new Error(`${protocol}: no port to listen on`);
+    return first;
   }
 
   get address(): net.AddressInfo | undefined {
-    return (this.server.address() as net.AddressInfo | null) ?? undefined;
+    return (this.server?.address() as net.AddressInfo | null) ?? undefined;
   }
 
   get tlsAddress(): net.AddressInfo | undefined {
@@ -108,7 +117,10 @@ export class FrontDoor {
 
   private accept(socket: net.Socket, implicitTls: boolean, started: (s: { abort(): void }) => void): void {
     const logger = this.options.logger;
-    socket.on('error', inThisSession((err: Error) => logger.debug(`Connection error from ${socket.remoteAddress}: ${err.message}`)));
+    socket.on(
+      'error',
+      inThisSession((err: Error) => logger.debug(`Connection error from ${socket.remoteAddress}: ${err.message}`)),
+    );
     this.halfOpen.add(socket);
     socket.once('close', () => this.halfOpen.delete(socket));
     if (!this.options.proxyProtocol) return this.admit(socket, implicitTls, undefined, started);
@@ -122,7 +134,12 @@ export class FrontDoor {
   }
 
   /** Admits the connection within the limits, then starts TLS if the port wants it, then the session. */
-  private admit(socket: net.Socket, implicitTls: boolean, announced: ClientInfo | undefined, started: (s: { abort(): void }) => void): void {
+  private admit(
+    socket: net.Socket,
+    implicitTls: boolean,
+    announced: ClientInfo | undefined,
+    started: (s: { abort(): void }) => void,
+  ): void {
     const peer = announced ?? { address: socket.remoteAddress ?? 'unknown', port: socket.remotePort ?? 0 };
     const client: ClientInfo = { ...peer, sessionId: currentSession()?.cid };
     const admission = this.options.limiter.admit(client.address);

@@ -25,7 +25,8 @@ export type ProxyHeader =
 export function parseProxyHeader(data: Buffer): ProxyHeader {
   if (startsWith(data, V2_SIGNATURE)) return parseV2(data);
   if (startsWith(data, V1_PREFIX)) return parseV1(data);
-  if (V2_SIGNATURE.subarray(0, data.length).equals(data) || V1_PREFIX.subarray(0, data.length).equals(data)) return { kind: 'more' };
+  if (V2_SIGNATURE.subarray(0, data.length).equals(data) || V1_PREFIX.subarray(0, data.length).equals(data))
+    return { kind: 'more' };
   return { kind: 'invalid', reason: 'no PROXY protocol header' };
 }
 
@@ -40,16 +41,18 @@ function parseV1(data: Buffer): ProxyHeader {
   const length = end + 2;
   if (fields[1] === 'UNKNOWN') return { kind: 'done', client: undefined, length };
   const [, family, source, , sourcePort] = fields;
-  if (fields.length !== 6 || (family !== 'TCP4' && family !== 'TCP6')) return { kind: 'invalid', reason: 'malformed PROXY v1 line' };
+  if (fields.length !== 6 || (family !== 'TCP4' && family !== 'TCP6'))
+    return { kind: 'invalid', reason: 'malformed PROXY v1 line' };
   const port = Number(sourcePort);
-  if (!source || !Number.isInteger(port) || port < 0 || port > 65535) return { kind: 'invalid', reason: 'malformed PROXY v1 address' };
+  if (!source || !Number.isInteger(port) || port < 0 || port > 65535)
+    return { kind: 'invalid', reason: 'malformed PROXY v1 address' };
   return { kind: 'done', client: { address: source, port }, length };
 }
 
 function parseV2(data: Buffer): ProxyHeader {
   if (data.length < V2_HEADER) return { kind: 'more' };
-  const versionCommand = data[12]!;
-  const family = data[13]!;
+  const versionCommand = data[12];
+  const family = data[13];
   const bodyLength = data.readUInt16BE(14);
   if (versionCommand >> 4 !== 2) return { kind: 'invalid', reason: 'unsupported PROXY protocol version' };
   if (bodyLength > V2_MAX_BODY) return { kind: 'invalid', reason: 'PROXY v2 header too long' };
@@ -61,7 +64,11 @@ function parseV2(data: Buffer): ProxyHeader {
   const body = data.subarray(V2_HEADER, length);
   // TCP or UDP over IPv4 (0x11, 0x12) or IPv6 (0x21, 0x22); other families carry no address we use.
   if ((family === 0x11 || family === 0x12) && body.length >= 12) {
-    return { kind: 'done', client: { address: [...body.subarray(0, 4)].join('.'), port: body.readUInt16BE(8) }, length };
+    return {
+      kind: 'done',
+      client: { address: [...body.subarray(0, 4)].join('.'), port: body.readUInt16BE(8) },
+      length,
+    };
   }
   if ((family === 0x21 || family === 0x22) && body.length >= 36) {
     const groups: string[] = [];

@@ -42,7 +42,10 @@ export function clientCredentialsGrant(options: {
   readonly privateKeyPem?: string;
   readonly certificatePem?: string;
 }): TokenFetcher {
-  const auth = options.clientSecret !== undefined ? Promise.resolve(oidc.ClientSecretPost(options.clientSecret)) : certificateAuth(options);
+  const auth =
+    options.clientSecret !== undefined
+      ? Promise.resolve(oidc.ClientSecretPost(options.clientSecret))
+      : certificateAuth(options);
   const config = auth.then((a) => configuration(options.tokenUrl, options.clientId, a));
   return async () => tokenOf(await request(oidc.clientCredentialsGrant(await config, { scope: options.scope })));
 }
@@ -68,14 +71,22 @@ export function parseServiceAccount(json: string): ServiceAccountKey {
   return key as ServiceAccountKey;
 }
 
-export function jwtBearerGrant(options: { readonly serviceAccount: ServiceAccountKey; readonly scope: string; readonly tokenUrl: string | undefined }): TokenFetcher {
+export function jwtBearerGrant(options: {
+  readonly serviceAccount: ServiceAccountKey;
+  readonly scope: string;
+  readonly tokenUrl: string | undefined;
+}): TokenFetcher {
   const account = options.serviceAccount;
   const tokenUrl = options.tokenUrl ?? account.token_uri ?? 'https://oauth2.googleapis.com/token';
   const key = importPKCS8(account.private_key, 'RS256');
   const config = configuration(tokenUrl, account.client_email, oidc.None());
   return async (mailbox) => {
     const assertion = await new SignJWT({ scope: options.scope })
-      .setProtectedHeader({ alg: 'RS256', typ: 'JWT', ...(account.private_key_id ? { kid: account.private_key_id } : {}) })
+      .setProtectedHeader({
+        alg: 'RS256',
+        typ: 'JWT',
+        ...(account.private_key_id ? { kid: account.private_key_id } : {}),
+      })
       .setIssuer(account.client_email)
       .setSubject(mailbox)
       .setAudience(tokenUrl)
@@ -98,18 +109,30 @@ export function refreshTokenGrant(options: {
   const config = configuration(options.tokenUrl, options.clientId, auth);
   return async (mailbox) => {
     const refreshToken = await options.store.load(mailbox);
-    if (refreshToken === undefined) throw new TokenError(`no refresh token for ${mailbox}: run pop3-imap-proxy oauth-login for it`, true);
+    if (refreshToken === undefined)
+      throw new TokenError(`no refresh token for ${mailbox}: run pop3-imap-proxy oauth-login for it`, true);
     const response = await request(oidc.refreshTokenGrant(config, refreshToken, { scope: options.scope }));
     // A rotated refresh token replaces the old one at once: the old one may no longer work.
-    if (response.refresh_token && response.refresh_token !== refreshToken) await options.store.save(mailbox, response.refresh_token);
+    if (response.refresh_token && response.refresh_token !== refreshToken)
+      await options.store.save(mailbox, response.refresh_token);
     return tokenOf(response);
   };
 }
 
 /** The token endpoint of an authorization server, with how the client authenticates to it. */
-export function configuration(tokenUrl: string, clientId: string, auth: oidc.ClientAuth, extra: Partial<oidc.ServerMetadata> = {}): oidc.Configuration {
+export function configuration(
+  tokenUrl: string,
+  clientId: string,
+  auth: oidc.ClientAuth,
+  extra: Partial<oidc.ServerMetadata> = {},
+): oidc.Configuration {
   const url = new URL(tokenUrl);
-  const config = new oidc.Configuration({ issuer: url.origin, token_endpoint: tokenUrl, ...extra }, clientId, undefined, auth);
+  const config = new oidc.Configuration(
+    { issuer: url.origin, token_endpoint: tokenUrl, ...extra },
+    clientId,
+    undefined,
+    auth,
+  );
   config.timeout = TOKEN_TIMEOUT_S;
   // Profiles allow plain http only to loopback (a local token service).
   if (url.protocol === 'http:') oidc.allowInsecureRequests(config);
@@ -120,7 +143,11 @@ export function configuration(tokenUrl: string, clientId: string, auth: oidc.Cli
  * private_key_jwt as Microsoft Entra wants it: the assertion's audience is the token endpoint,
  * and its header names the certificate by its SHA-1 thumbprint (x5t).
  */
-async function certificateAuth(options: { readonly tokenUrl: string; readonly privateKeyPem?: string; readonly certificatePem?: string }): Promise<oidc.ClientAuth> {
+async function certificateAuth(options: {
+  readonly tokenUrl: string;
+  readonly privateKeyPem?: string;
+  readonly certificatePem?: string;
+}): Promise<oidc.ClientAuth> {
   const key = await importPKCS8(options.privateKeyPem!, 'RS256');
   const x5t = createHash('sha1').update(new X509Certificate(options.certificatePem!).raw).digest('base64url');
   return oidc.PrivateKeyJwt(key, {
@@ -141,12 +168,17 @@ async function request<T>(pending: Promise<T>): Promise<T> {
     return await pending;
   } catch (err) {
     // A 401 that challenges (client_secret_basic refused): the client's registration is wrong.
-    if (err instanceof oidc.WWWAuthenticateChallengeError) throw new TokenError(`token endpoint refused the client (HTTP ${err.status})`, true, { cause: err });
+    if (err instanceof oidc.WWWAuthenticateChallengeError)
+      throw new TokenError(`token endpoint refused the client (HTTP ${err.status})`, true, { cause: err });
     if (err instanceof oidc.ResponseBodyError) {
       // invalid_grant: the refresh token or the delegation is gone; invalid_client,
       // unauthorized_client, invalid_scope: the registration is wrong. Retrying will not help.
       const permanent = err.status < 500 && err.error !== 'temporarily_unavailable' && err.error !== 'slow_down';
-      throw new TokenError(`token endpoint refused: ${err.error}${err.error_description ? ` (${err.error_description})` : ''}`, permanent, { cause: err });
+      throw new TokenError(
+        `token endpoint refused: ${err.error}${err.error_description ? ` (${err.error_description})` : ''}`,
+        permanent,
+        { cause: err },
+      );
     }
     throw new TokenError(`token endpoint unreachable: ${(err as Error).message}`, false, { cause: err });
   }

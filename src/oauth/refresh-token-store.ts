@@ -30,7 +30,8 @@ export class RefreshTokenStore {
       throw err;
     }
     const [version, iv, tag, data] = text.trim().split('.');
-    if (version !== VERSION || !iv || !tag || data === undefined) throw new Error(`refresh token file for ${mailbox} is not in a known format`);
+    if (version !== VERSION || !iv || !tag || data === undefined)
+      throw new Error(`refresh token file for ${mailbox} is not in a known format`);
     const decipher = createDecipheriv('aes-256-gcm', this.key, Buffer.from(iv, 'base64url'));
     decipher.setAAD(Buffer.from(normalized(mailbox)));
     decipher.setAuthTag(Buffer.from(tag, 'base64url'));
@@ -46,7 +47,12 @@ export class RefreshTokenStore {
     const cipher = createCipheriv('aes-256-gcm', this.key, iv);
     cipher.setAAD(Buffer.from(normalized(mailbox)));
     const data = Buffer.concat([cipher.update(refreshToken, 'utf8'), cipher.final()]);
-    const text = [VERSION, iv.toString('base64url'), cipher.getAuthTag().toString('base64url'), data.toString('base64url')].join('.');
+    const text = [
+      VERSION,
+      iv.toString('base64url'),
+      cipher.getAuthTag().toString('base64url'),
+      data.toString('base64url'),
+    ].join('.');
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     const path = this.pathOf(mailbox);
     const partial = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
@@ -65,6 +71,7 @@ function normalized(mailbox: string): string {
 
 function parseKey(text: string): Buffer {
   const key = /^[0-9a-fA-F]{64}$/.test(text) ? Buffer.from(text, 'hex') : Buffer.from(text, 'base64');
-  if (key.length !== 32) throw new Error('the token store key must be 32 bytes (64 hex digits or base64), e.g. from: openssl rand -hex 32');
+  if (key.length !== 32)
+    throw new Error('the token store key must be 32 bytes (64 hex digits or base64), e.g. from: openssl rand -hex 32');
   return key;
 }

@@ -72,8 +72,16 @@ export class Pop3Connection implements SessionIO {
     this.session = new Pop3Session(this, options.client, services, POP3_COMMANDS);
     socket.setNoDelay(true);
     this.listen(socket);
-    socket.on('error', inThisSession((err: Error) => this.logger.debug(`Client connection error: ${err.message}`, this.session.logMeta())));
-    socket.on('close', inThisSession(() => this.onClose()));
+    socket.on(
+      'error',
+      inThisSession((err: Error) =>
+        this.logger.debug(`Client connection error: ${err.message}`, this.session.logMeta()),
+      ),
+    );
+    socket.on(
+      'close',
+      inThisSession(() => this.onClose()),
+    );
     this.idleTimer = setTimeout(() => this.onIdle(), limits.idleTimeoutMs);
     this.authTimer = setTimeout(() => this.onAuthTimeout(), limits.authTimeoutMs);
   }
@@ -110,7 +118,7 @@ export class Pop3Connection implements SessionIO {
   /** Whether the socket can take more at once. Pieces leave in one writev, without a copy. */
   private write(data: Buffer | readonly Buffer[]): boolean {
     if (Buffer.isBuffer(data)) return this.socket.write(data);
-    if (data.length === 1) return this.socket.write(data[0]!);
+    if (data.length === 1) return this.socket.write(data[0]);
     this.socket.cork();
     let more = true;
     for (const piece of data) more = this.socket.write(piece);
@@ -128,7 +136,10 @@ export class Pop3Connection implements SessionIO {
     await this.send(reply);
     // The client starts its handshake only after reading the reply, so nothing of it has been read.
     const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: this.tls.secureContext });
-    secure.on('error', inThisSession((err: Error) => this.logger.debug(`TLS error: ${err.message}`, this.session.logMeta())));
+    secure.on(
+      'error',
+      inThisSession((err: Error) => this.logger.debug(`TLS error: ${err.message}`, this.session.logMeta())),
+    );
     secure.once(
       'secure',
       inThisSession(() => {
@@ -176,7 +187,10 @@ export class Pop3Connection implements SessionIO {
 
   private listen(socket: Socket): void {
     // The socket was made outside the session: its events are bound to it (session-context.ts).
-    socket.on('data', inThisSession((chunk: Buffer) => this.onData(chunk)));
+    socket.on(
+      'data',
+      inThisSession((chunk: Buffer) => this.onData(chunk)),
+    );
     // A socket paused after its PROXY header was read does not start flowing by itself.
     socket.resume();
   }
@@ -206,7 +220,10 @@ export class Pop3Connection implements SessionIO {
         await this.process(event);
       } catch (err) {
         if (!(err instanceof ClientGoneError)) {
-          this.logger.error(`Command failed unexpectedly: ${err instanceof Error ? err.stack : String(err)}`, this.session.logMeta());
+          this.logger.error(
+            `Command failed unexpectedly: ${err instanceof Error ? err.stack : String(err)}`,
+            this.session.logMeta(),
+          );
           this.session.end('backend-failed', 'cut');
         }
         return;

@@ -56,7 +56,7 @@ export class LineReader {
       this.discarding = false;
       return;
     }
-    let line = this.partial.length === 1 ? this.partial[0]! : Buffer.concat(this.partial, this.partialLength);
+    let line = this.partial.length === 1 ? this.partial[0] : Buffer.concat(this.partial, this.partialLength);
     if (line.length > 0 && line[line.length - 1] === CR) line = line.subarray(0, line.length - 1);
     this.partial = [];
     this.partialLength = 0;

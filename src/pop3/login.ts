@@ -14,6 +14,7 @@ import { errLine } from './responses.js';
 import { errorText } from './session-errors.js';
 
 /** C0 controls and DEL: never part of a user name. */
+// eslint-disable-next-line no-control-regex -- control characters are what it finds
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /** Logs in to the store with the client's credentials, locks the mailbox and snapshots it. */
@@ -125,5 +126,8 @@ async function refuseCredentials(context: CommandContext): Promise<void> {
 
 /** Refuses a password on a connection that TLS could, and does not, protect. */
 export function refusePlaintext(context: CommandContext): Promise<void> {
-  return context.error('Plaintext authentication is disallowed on non-secure connections; use STLS or the TLS port.', 'AUTH');
+  return context.error(
+    'Plaintext authentication is disallowed on non-secure connections; use STLS or the TLS port.',
+    'AUTH',
+  );
 }

@@ -101,12 +101,19 @@ export class Pop3Server {
     const outcome = await Promise.race([ended.then(() => 'done' as const), outOfTime]);
     cleanup.abort();
     if (outcome === 'timeout') {
-      this.services.logger.warn(`Shutdown: ${this.connections.size} session(s) still cleaning up after ${SHUTDOWN_CLEANUP_MS / 1000} s; exiting anyway`);
+      this.services.logger.warn(
+        `Shutdown: ${this.connections.size} session(s) still cleaning up after ${SHUTDOWN_CLEANUP_MS / 1000} s; ` +
+          'exiting anyway',
+      );
     }
   }
 
   private start({ socket, secure, client }: Admitted): Pop3Connection {
-    const connection = new Pop3Connection(socket, this.services, this.options.limits, { secure, tls: this.options.tls, client });
+    const connection = new Pop3Connection(socket, this.services, this.options.limits, {
+      secure,
+      tls: this.options.tls,
+      client,
+    });
     this.connections.add(connection);
     socket.once('close', () => this.connections.delete(connection));
     connection.start();

@@ -12,10 +12,19 @@ import type { LockLease, LockLossCause } from '../lock/lock-registry.js';
 import { isMaildropError } from '../maildrop/errors.js';
 import type { ClientInfo, Maildrop, MessageEntry } from '../maildrop/maildrop.js';
 import { isLoopback } from '../net/address.js';
-import type { CommandContext, CommandTable, EndReason, Farewell, SaslContinuation, SessionState, Transaction } from './command-context.js';
+import type {
+  CommandContext,
+  CommandTable,
+  EndReason,
+  Farewell,
+  SaslContinuation,
+  SessionState,
+  Transaction,
+} from './command-context.js';
 import { parseCommand, type Command } from './command-parser.js';
 import { errLine, okLine, type ResponseCode } from './responses.js';
 import { errorText } from './session-errors.js';
+import { countDelivery, noStats, sessionSummary, shownCommand, type SessionStats } from './session-log.js';
 import type { SessionIO, SessionServices } from './session-services.js';
 
 interface OpenTransaction extends Transaction {
@@ -30,15 +39,6 @@ interface Held {
   lease: LockLease | undefined;
 }
 
-export interface SessionStats {
-  retrieved: number;
-  retrievedBytes: number;
-  topped: number;
-  toppedBytes: number;
-  deleted: number;
-  expunged: number;
-}
-
 export class Pop3Session implements CommandContext {
   private currentState: SessionState = 'authorization';
   /** The name given by USER, waiting for PASS. */
@@ -47,7 +47,7 @@ export class Pop3Session implements CommandContext {
   private user: string | undefined;
   private open: OpenTransaction | undefined;
   private held: Held | undefined;
-  private readonly stats: SessionStats = { retrieved: 0, retrievedBytes: 0, topped: 0, toppedBytes: 0, deleted: 0, expunged: 0 };
+  private readonly stats: SessionStats = noStats();
   /** Set while an AUTH exchange waits for a response line. */
   private sasl: SaslContinuation | undefined;
   private authFailures = 0;
@@ -120,8 +120,10 @@ export class Pop3Session implements CommandContext {
     const handler = this.commands[command.verb];
     if (!handler) return this.protocolError(`Unknown command: ${command.verb.slice(0, 8)}`);
     const state = this.currentState;
-    if (!handler.states.includes(state)) return this.protocolError(`${command.verb} is not allowed in the ${state.toUpperCase()} state.`);
-    if (!handler.acceptsArgs(command.args.length)) return this.protocolError(`Wrong number of arguments for ${command.verb}.`);
+    if (!handler.states.includes(state))
+      return this.protocolError(`${command.verb} is not allowed in the ${state.toUpperCase()} state.`);
+    if (!handler.acceptsArgs(command.args.length))
+      return this.protocolError(`Wrong number of arguments for ${command.verb}.`);
     this.services.events.command(command.verb);
     return handler.run(this, command);
   }
@@ -208,7 +210,8 @@ export class Pop3Session implements CommandContext {
 
   enterTransaction(messages: readonly MessageEntry[]): void {
     const { maildrop, lease } = this.held ?? {};
-    if (maildrop === undefined || lease === undefined || this.user === undefined) throw new Error('enterTransaction() before the login held its mailbox');
+    if (maildrop === undefined || lease === undefined || this.user === undefined)
+      throw new Error('enterTransaction() before the login held its mailbox');
     this.held = undefined;
     this.open = { user: this.user, maildrop, lease, messages, deleted: new Set(), lastRetrieved: 0 };
     this.currentState = 'transaction';
@@ -240,14 +243,12 @@ export class Pop3Session implements CommandContext {
   retrieved(index: number, octets: number): void {
     const open = this.openTransaction();
     open.lastRetrieved = Math.max(open.lastRetrieved, index + 1);
-    this.stats.retrieved++;
-    this.stats.retrievedBytes += octets;
+    countDelivery(this.stats, octets, true);
     this.services.events.retrieved(octets, true);
   }
 
   topped(octets: number): void {
-    this.stats.topped++;
-    this.stats.toppedBytes += octets;
+    countDelivery(this.stats, octets, false);
     this.services.events.retrieved(octets, false);
   }
 
@@ -266,8 +267,10 @@ export class Pop3Session implements CommandContext {
       // A configuration the server cannot follow (no such folder) will not mend by itself.
       const permanent = isMaildropError(err) && err.kind === 'permanent';
       const advice = permanent ? 'tell the administrator' : 'try again later';
-      // The reason is in the log above: the client's line names no folder and quotes no server.
-      const text = `Deleted messages were not removed. Nothing was deleted; ${advice}.`;
+      // The reason is in the log above: the client's line names no folder and quotes no server,
+      // unless the store said what happened in words for the client (some were removed).
+      const said = isMaildropError(err) ? err.clientText : undefined;
+      const text = said ?? `Deleted messages were not removed. Nothing was deleted; ${advice}.`;
       return this.end('quit-failed', errLine(text, permanent ? 'SYS/PERM' : 'SYS/TEMP'));
     }
     this.stats.expunged = indexes.length;
@@ -282,9 +285,8 @@ export class Pop3Session implements CommandContext {
   }
 
   /**
-   * Once the mailbox lock is lost (another session may have the mailbox now), the session
-   * commits nothing: it ends at once if idle, else right after the command being answered (a
-   * QUIT already committing is let finish), with [SYS/TEMP].
+   * Once the mailbox lock is lost (another session may have the mailbox now), the session commits
+   * nothing: it ends with [SYS/TEMP] at once if idle, else right after the command being answered.
    */
   private watchLock(lease: LockLease): void {
     const lost = () => {
@@ -305,22 +307,15 @@ export class Pop3Session implements CommandContext {
   // The way out
 
   /**
-   * The one way out of a session, whatever ended it (Dovecot's client_disconnect, then
-   * client_destroy). The client hears the farewell at once; then, once the command in flight has
-   * settled, the maildrop is let go of (nothing removed that QUIT did not commit), the lock
-   * released and the end logged and counted. Any path may call it, any number of times: the
-   * first call decides. A command handler must not await `finished()`: the teardown waits for
-   * the handler.
+   * The one way out, whatever ended the session (see the top of this file): nothing removed that
+   * QUIT did not commit. Any path may call it, any number of times: the first call decides. A
+   * handler must not await `finished()`: the teardown waits for the handler.
    */
   end(reason: EndReason, farewell?: Farewell): void {
     this.begin(reason, farewell, false);
   }
 
-  /**
-   * Ends the session from outside (an idle timeout, the authentication deadline, a shutdown):
-   * with a last line, unless a reply is being written (then the connection is cut, so that no
-   * reply is taken for complete). A QUIT already committing is left to finish and answer.
-   */
+  /** Ends the session from outside (idle, deadline, shutdown); a QUIT already committing finishes. */
   interrupt(reason: EndReason, text: string, code?: ResponseCode): void {
     if (this.currentState === 'update') return;
     // Before login every reply is one write, so a login still waiting on the backend cannot be
@@ -336,7 +331,11 @@ export class Pop3Session implements CommandContext {
 
   logMeta(): Record<string, unknown> {
     const cid = this.client.sessionId;
-    return { ...(cid === undefined ? {} : { cid }), client: `${this.client.address}:${this.client.port}`, ...(this.user ? { user: this.user } : {}) };
+    return {
+      ...(cid === undefined ? {} : { cid }),
+      client: `${this.client.address}:${this.client.port}`,
+      ...(this.user ? { user: this.user } : {}),
+    };
   }
 
   private begin(reason: EndReason, farewell: Farewell | undefined, afterCleanup: boolean): void {
@@ -378,19 +377,18 @@ export class Pop3Session implements CommandContext {
     } catch (err) {
       this.logger.error(`Could not restore the mailbox state: ${errorText(err)}`, this.logMeta());
     } finally {
-      await lease?.release().catch((err: unknown) => this.logger.error(`Could not release the mailbox lock: ${errorText(err)}`, this.logMeta()));
+      await lease
+        ?.release()
+        .catch((err: unknown) =>
+          this.logger.error(`Could not release the mailbox lock: ${errorText(err)}`, this.logMeta()),
+        );
     }
   }
 
   private logEnd(reason: EndReason): void {
     this.services.events.sessionEnded(reason);
-    const s = this.stats;
-    const seconds = ((Date.now() - this.startedAt) / 1000).toFixed(3);
-    this.logger.info(
-      `Session ended: ${reason}, top=${s.topped}/${s.toppedBytes}, retr=${s.retrieved}/${s.retrievedBytes}, ` +
-        `del=${s.deleted}, expunged=${s.expunged}, duration=${seconds}s`,
-      { ...this.logMeta(), event: 'session-end', reason, ...s, durationSeconds: Number(seconds) },
-    );
+    const { message, fields } = sessionSummary(reason, this.stats, Date.now() - this.startedAt);
+    this.logger.info(message, { ...this.logMeta(), ...fields });
   }
 
   private trace(command: Command | undefined, line: Buffer): void {
@@ -398,17 +396,4 @@ export class Pop3Session implements CommandContext {
     const known = command !== undefined && this.commands[command.verb] !== undefined;
     this.logger.debug(`C: ${shownCommand(known ? command : undefined, line)}`, this.logMeta());
   }
-}
-
-/**
- * A command line as the log may show it: never a password, a SASL response (an AUTH initial
- * response carries credentials or a token), or an unknown line that might carry either.
- */
-function shownCommand(command: Command | undefined, line: Buffer): string {
-  if (!command) return `<unrecognised line, ${line.length} bytes>`;
-  if (command.verb === 'PASS') return 'PASS ***';
-  // An APOP digest is derived from the password: no more fit for a log than the password.
-  if (command.verb === 'APOP') return `APOP ${command.args[0] ?? ''} ***`.trim();
-  if (command.verb === 'AUTH') return command.args.length > 1 ? `AUTH ${command.args[0]} ***` : `AUTH ${command.args.join(' ')}`.trim();
-  return `${command.verb} ${command.args.join(' ')}`.trim();
 }

@@ -12,7 +12,10 @@ import type { ProfileAccess } from './profile-access.js';
 import { TokenLogin } from './token-login.js';
 
 /** What every profile's backend shares: timeouts, policy and metrics that are not per server. */
-export type SharedBackendOptions = Omit<ImapBackendOptions, keyof ProfileSettings['imap'] | 'uidl' | 'deleteMode' | 'flagOnDele'>;
+export type SharedBackendOptions = Omit<
+  ImapBackendOptions,
+  keyof ProfileSettings['imap'] | 'uidl' | 'deleteMode' | 'flagOnDele'
+>;
 
 export function profileBackend(
   name: string,
@@ -22,9 +25,11 @@ export function profileBackend(
   logger: Logger,
 ): MaildropProvider {
   const { uidlFormat, deleteMode, flagOnDele } = profile;
-  const provider = new ImapMaildropProvider({ ...shared, ...profile.imap, uidl: compileUidlFormat(uidlFormat), deleteMode, flagOnDele }, logger);
+  const provider = new ImapMaildropProvider(
+    { ...shared, ...profile.imap, uidl: compileUidlFormat(uidlFormat), deleteMode, flagOnDele },
+    logger,
+  );
   if (access.imapTokens === undefined) return provider;
   if (!access.users) throw new ConfigError(`profile ${name}: --users-file is required for grant ${profile.auth.grant}`);
   return new TokenLogin(provider, access.users, access.imapTokens.cache, access.imapTokens.key, logger);
 }
-

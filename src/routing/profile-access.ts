@@ -7,7 +7,14 @@ import type { LocalUsers } from '../auth/local-users.js';
 import type { ProfileSettings, TokenAuth } from '../config/profiles.js';
 import { readSecret } from '../config/secrets.js';
 import { ConfigError } from '../config/values.js';
-import { clientCredentialsGrant, jwtBearerGrant, parseServiceAccount, refreshTokenGrant, TokenError, type TokenFetcher } from '../oauth/grants.js';
+import {
+  clientCredentialsGrant,
+  jwtBearerGrant,
+  parseServiceAccount,
+  refreshTokenGrant,
+  TokenError,
+  type TokenFetcher,
+} from '../oauth/grants.js';
 import { RefreshTokenStore } from '../oauth/refresh-token-store.js';
 import { TokenCache } from '../oauth/token-cache.js';
 
@@ -31,7 +38,8 @@ export function profileAccess(name: string, profile: ProfileSettings, users: Loc
   if (auth.grant === 'password') return { users, imapTokens: undefined, smtpTokens: undefined };
   const imapTokens = tokenSource(name, auth);
   const smtpScope = profile.smtpScope;
-  const smtpTokens = smtpScope === undefined || smtpScope === auth.scope ? imapTokens : tokenSource(name, { ...auth, scope: smtpScope });
+  const smtpTokens =
+    smtpScope === undefined || smtpScope === auth.scope ? imapTokens : tokenSource(name, { ...auth, scope: smtpScope });
   return { users, imapTokens, smtpTokens };
 }
 
@@ -57,8 +65,19 @@ function tokenGrant(name: string, auth: TokenAuth): Grant {
       const secrets =
         credential.kind === 'secret'
           ? { clientSecret: readSecret(credential.secret, what('client secret')) }
-          : { privateKeyPem: readSecret(credential.privateKey, what('private key')), certificatePem: readSecret(credential.certificate, what('certificate')) };
-      return { fetch: clientCredentialsGrant({ tokenUrl: auth.tokenUrl, clientId: auth.clientId, scope: auth.scope, ...secrets }), key: APP_WIDE };
+          : {
+              privateKeyPem: readSecret(credential.privateKey, what('private key')),
+              certificatePem: readSecret(credential.certificate, what('certificate')),
+            };
+      return {
+        fetch: clientCredentialsGrant({
+          tokenUrl: auth.tokenUrl,
+          clientId: auth.clientId,
+          scope: auth.scope,
+          ...secrets,
+        }),
+        key: APP_WIDE,
+      };
     }
     case 'jwt-bearer': {
       let serviceAccount;
@@ -68,17 +87,32 @@ function tokenGrant(name: string, auth: TokenAuth): Grant {
         if (err instanceof TokenError) throw new ConfigError(what(err.message));
         throw err;
       }
-      return { fetch: jwtBearerGrant({ serviceAccount, scope: auth.scope, tokenUrl: auth.tokenUrl }), key: PER_MAILBOX };
+      return {
+        fetch: jwtBearerGrant({ serviceAccount, scope: auth.scope, tokenUrl: auth.tokenUrl }),
+        key: PER_MAILBOX,
+      };
     }
     case 'refresh-token': {
       const store = refreshTokenStore(name, auth);
       const clientSecret = auth.clientSecret && readSecret(auth.clientSecret, what('client secret'));
-      return { fetch: refreshTokenGrant({ tokenUrl: auth.tokenUrl, clientId: auth.clientId, clientSecret, scope: auth.scope, store }), key: PER_MAILBOX };
+      return {
+        fetch: refreshTokenGrant({
+          tokenUrl: auth.tokenUrl,
+          clientId: auth.clientId,
+          clientSecret,
+          scope: auth.scope,
+          store,
+        }),
+        key: PER_MAILBOX,
+      };
     }
   }
 }
 
-export function refreshTokenStore(name: string, auth: Extract<TokenAuth, { grant: 'refresh-token' }>): RefreshTokenStore {
+export function refreshTokenStore(
+  name: string,
+  auth: Extract<TokenAuth, { grant: 'refresh-token' }>,
+): RefreshTokenStore {
   try {
     return new RefreshTokenStore(auth.tokenStore, readSecret(auth.tokenStoreKey, `profile ${name}: token store key`));
   } catch (err) {

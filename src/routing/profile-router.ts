@@ -17,7 +17,11 @@ export class ProfileRouter implements MaildropProvider {
 
   authenticate(credentials: Credentials, client: ClientInfo): Promise<Maildrop> {
     const profile = routeOf(this.routing, credentials.user);
-    if (this.logger.isDebugEnabled()) this.logger.debug(`Login routed to profile ${profile}`, { client: `${client.address}:${client.port}`, user: credentials.user });
+    if (this.logger.isDebugEnabled())
+      this.logger.debug(`Login routed to profile ${profile}`, {
+        client: `${client.address}:${client.port}`,
+        user: credentials.user,
+      });
     return this.backends.get(profile)!.authenticate(credentials, client);
   }
 }

@@ -30,7 +30,8 @@ export class TokenLogin implements MaildropProvider {
     // A delegate's token opens a shared mailbox: the token is the delegate's, user= the mailbox's.
     const key = this.tokenKey(user.tokenAccount ?? user.account);
     const folder = credentials.folder ?? user.folder;
-    const login = (accessToken: string) => this.backend.authenticate({ user: user.account, accessToken, folder }, client);
+    const login = (accessToken: string) =>
+      this.backend.authenticate({ user: user.account, accessToken, folder }, client);
     const first = await this.token(key);
     try {
       return await login(first);
@@ -46,7 +47,9 @@ export class TokenLogin implements MaildropProvider {
       if (!(err instanceof MaildropError) || err.kind !== 'credentials') throw err;
       this.tokens.invalidate(key, second);
       // The client's password was right: the proxy's access is what the backend refuses.
-      const why = `the mail server refuses the proxy's token for ${user.account} (check the app's permission on that mailbox)`;
+      const why =
+        `the mail server refuses the proxy's token for ${user.account} (check the app's permission ` +
+        `on that mailbox)`;
       throw new MaildropError('permanent', why, { cause: err });
     }
   }
@@ -55,7 +58,8 @@ export class TokenLogin implements MaildropProvider {
     try {
       return await this.tokens.get(key);
     } catch (err) {
-      if (err instanceof TokenError) throw new MaildropError(err.permanent ? 'permanent' : 'temporary', err.message, { cause: err });
+      if (err instanceof TokenError)
+        throw new MaildropError(err.permanent ? 'permanent' : 'temporary', err.message, { cause: err });
       throw new MaildropError('temporary', `token request failed: ${(err as Error).message}`, { cause: err });
     }
   }

@@ -26,7 +26,10 @@ export class RedisExpiringStore implements ExpiringStore {
   ) {}
 
   async increment(name: string, ttlMs: number): Promise<number> {
-    const count = await this.link.run((c) => c.eval(INCREMENT, 1, this.key(name), String(Math.max(1, Math.round(ttlMs)))), this.deadlineMs);
+    const count = await this.link.run(
+      (c) => c.eval(INCREMENT, 1, this.key(name), String(Math.max(1, Math.round(ttlMs)))),
+      this.deadlineMs,
+    );
     return Number(count);
   }
 

@@ -12,7 +12,9 @@ export interface LinkLog {
 
 /** What the replicas do while Redis is away (README: "When Redis goes away"). */
 export const WHILE_DOWN =
-  'logins are refused with [SYS/TEMP] (the mailbox locks cannot be taken), the failed-login throttle and LOGIN-DELAY count in this process alone and the kept mailbox listings come from this process or the backend until it is back';
+  'logins are refused with [SYS/TEMP] (the mailbox locks cannot be taken), the failed-login throttle and ' +
+  'LOGIN-DELAY count in this process alone and the kept mailbox listings come from this process or the backend ' +
+  'until it is back';
 
 export class LinkStatus {
   private current: LinkState = 'connecting';
@@ -50,9 +52,14 @@ export class LinkStatus {
     this.onChange(true);
     if (was === 'down') {
       const seconds = Math.round((this.now() - this.since) / 100) / 10;
-      this.log.info(`Redis at ${this.where} is reachable again after ${seconds} s: locks, the failed-login throttle, LOGIN-DELAY and the kept mailbox listings are shared again`);
+      this.log.info(
+        `Redis at ${this.where} is reachable again after ${seconds} s: locks, the failed-login throttle, ` +
+          'LOGIN-DELAY and the kept mailbox listings are shared again',
+      );
     } else {
-      this.log.info(`Shared state (locks, failed-login throttle, LOGIN-DELAY, kept mailbox listings) in Redis at ${this.where}`);
+      this.log.info(
+        `Shared state (locks, failed-login throttle, LOGIN-DELAY, kept mailbox listings) in Redis at ${this.where}`,
+      );
     }
     this.since = this.now();
   }

@@ -108,7 +108,7 @@ class Reader {
     let scale = 1;
     for (let i = 0; i < MAX_VARINT_OCTETS; i++) {
       if (this.at >= this.data.length) return undefined;
-      const octet = this.data[this.at++]!;
+      const octet = this.data[this.at++];
       value += (octet & 0x7f) * scale;
       if ((octet & 0x80) === 0) {
         // A final zero octet after others is a longer spelling of a shorter number.
@@ -127,7 +127,7 @@ const wholeU32 = (value: number) => Number.isInteger(value) && value >= 0 && val
 function writeUids(out: Writer, uids: ArrayLike<number>): boolean {
   let previous = 0;
   for (let i = 0; i < uids.length; i++) {
-    const uid = uids[i]!;
+    const uid = uids[i];
     if (!wholeU32(uid) || uid <= previous) return false;
     out.varint(uid - previous);
     previous = uid;
@@ -168,14 +168,20 @@ export function encodeListing(listing: CachedMailbox): Buffer | undefined {
   out.varint(uids.length);
   if (!writeUids(out, uids)) return undefined;
   for (let i = 0; i < sizes.length; i++) {
-    const size = sizes[i]!;
+    const size = sizes[i];
     if (!Number.isSafeInteger(size) || size < 0) return undefined;
     out.varint(size);
   }
   if (deleted === undefined) out.varint(0);
   else {
     out.varint(deleted.size + 1);
-    if (!writeUids(out, [...deleted].sort((a, b) => a - b))) return undefined;
+    if (
+      !writeUids(
+        out,
+        [...deleted].sort((a, b) => a - b),
+      )
+    )
+      return undefined;
   }
   return out.done();
 }
@@ -189,7 +195,14 @@ export function decodeListing(data: Buffer): CachedMailbox | undefined {
   const exists = input.u32();
   const modseq = input.u64();
   const count = input.varint();
-  if (uidValidity === undefined || uidNext === undefined || exists === undefined || modseq === undefined || count === undefined) return undefined;
+  if (
+    uidValidity === undefined ||
+    uidNext === undefined ||
+    exists === undefined ||
+    modseq === undefined ||
+    count === undefined
+  )
+    return undefined;
   // Every message takes two octets at least (a UID step and a size): no allocation past that.
   if (count * 2 > input.left) return undefined;
   const uids = readUids(input, count);
@@ -210,7 +223,12 @@ export function decodeListing(data: Buffer): CachedMailbox | undefined {
   }
   if (input.left !== 0) return undefined;
   return {
-    state: { uidValidity, uidNext: uidNext === 0 ? undefined : uidNext, exists, highestModseq: modseq === 0n ? undefined : modseq },
+    state: {
+      uidValidity,
+      uidNext: uidNext === 0 ? undefined : uidNext,
+      exists,
+      highestModseq: modseq === 0n ? undefined : modseq,
+    },
     uids,
     sizes,
     deleted,

@@ -71,7 +71,11 @@ export class RedisLink {
    * deadline shorter than Redis is ever expected to need (a listing wanted within 200 ms) only
    * fails the command: a slow answer is no sign that Redis is away.
    */
-  async run<T>(command: (client: Redis) => Promise<T>, deadlineMs = this.options.commandTimeoutMs, slowIsDown = true): Promise<T> {
+  async run<T>(
+    command: (client: Redis) => Promise<T>,
+    deadlineMs = this.options.commandTimeoutMs,
+    slowIsDown = true,
+  ): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     let late = false;
     const deadline = new Promise<never>((_, reject) => {
@@ -111,7 +115,10 @@ export class RedisLink {
       const now = Date.now();
       if (now - this.replyErrorLogged < REPLY_ERROR_LOG_INTERVAL_MS) return;
       this.replyErrorLogged = now;
-      this.logger.warn(`Redis refused a command (${err.message}); shared state falls back as when Redis is unreachable (logged at most once a minute)`);
+      this.logger.warn(
+        `Redis refused a command (${err.message}); shared state falls back as when Redis is unreachable ` +
+          '(logged at most once a minute)',
+      );
       return;
     }
     this.status.down(err.message);

@@ -28,7 +28,8 @@ export interface RelayEndpoint {
 }
 
 /** How the proxy logs in to the relay: the client's own password, or a bearer token (XOAUTH2). */
-export type RelayLogin = { readonly user: string; readonly password: string } | { readonly user: string; readonly accessToken: string };
+export type RelayLogin =
+  { readonly user: string; readonly password: string } | { readonly user: string; readonly accessToken: string };
 
 export interface RelayOptions {
   /** Longest wait for any one reply. */
@@ -77,7 +78,7 @@ export class RelayClient {
     const socket = await connect(endpoint, options.connectTimeoutMs);
     const client = new RelayClient(socket, endpoint, options);
     try {
-      await client.expect(await client.next(options.connectTimeoutMs), 220, 'the greeting');
+      client.expect(await client.next(options.connectTimeoutMs), 220, 'the greeting');
       await client.ehlo();
       if (endpoint.tls === 'starttls') await client.startTls();
       await client.login(login);
@@ -155,7 +156,7 @@ export class RelayClient {
 
   private async ehlo(): Promise<void> {
     const reply = await this.command(`EHLO ${this.options.clientName}`);
-    await this.expect(reply, 250, 'EHLO');
+    this.expect(reply, 250, 'EHLO');
     this.extensions = new Map(
       reply.lines.slice(1).map((line) => {
         const [keyword = '', ...rest] = line.split(' ');
@@ -165,8 +166,12 @@ export class RelayClient {
   }
 
   private async startTls(): Promise<void> {
-    if (!this.supports('STARTTLS')) throw new RelayError('unreachable', 'the relay does not offer STARTTLS (--smtp-relay-tls starttls never falls back to plaintext)');
-    await this.expect(await this.command('STARTTLS'), 220, 'STARTTLS');
+    if (!this.supports('STARTTLS'))
+      throw new RelayError(
+        'unreachable',
+        'the relay does not offer STARTTLS (--smtp-relay-tls starttls never falls back to plaintext)',
+      );
+    this.expect(await this.command('STARTTLS'), 220, 'STARTTLS');
     const plain = this.socket;
     plain.removeAllListeners('data');
     const secure = tls.connect({ socket: plain, ...tlsOptions(this.endpoint) });
@@ -187,8 +192,8 @@ export class RelayClient {
       return this.loggedIn(reply);
     }
     if (!mechanisms.includes('PLAIN') && mechanisms.includes('LOGIN')) {
-      await this.expect(await this.command('AUTH LOGIN'), 334, 'AUTH LOGIN');
-      await this.expect(await this.command(Buffer.from(login.user).toString('base64')), 334, 'AUTH LOGIN');
+      this.expect(await this.command('AUTH LOGIN'), 334, 'AUTH LOGIN');
+      this.expect(await this.command(Buffer.from(login.user).toString('base64')), 334, 'AUTH LOGIN');
       return this.loggedIn(await this.command(Buffer.from(login.password).toString('base64')));
     }
     const plain = Buffer.from(`\0${login.user}\0${login.password}`).toString('base64');
@@ -202,8 +207,9 @@ export class RelayClient {
     throw new RelayError(kind, `the relay refused the login: ${replyText(reply)}`, reply);
   }
 
-  private async expect(reply: RelayReply, code: number, what: string): Promise<void> {
-    if (reply.code !== code) throw new RelayError('reply', `the relay answered ${what} with ${replyText(reply)}`, reply);
+  private expect(reply: RelayReply, code: number, what: string): void {
+    if (reply.code !== code)
+      throw new RelayError('reply', `the relay answered ${what} with ${replyText(reply)}`, reply);
   }
 
   private async command(line: string): Promise<RelayReply> {
@@ -257,6 +263,8 @@ export class RelayClient {
   }
 
   private attach(socket: net.Socket): void {
+    // Commands and the final "." go out at once, not after the relay's delayed ACK.
+    socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => {
       let replies: RelayReply[];
       try {

@@ -47,9 +47,10 @@ export class ReplyReader {
     const match = LINE.exec(line);
     if (match === null) throw new ReplyError(`the relay sent a line that is no SMTP reply: ${line.slice(0, 80)}`);
     const code = Number(match[1]);
-    if (this.code !== undefined && code !== this.code) throw new ReplyError('the relay changed the reply code within one reply');
+    if (this.code !== undefined && code !== this.code)
+      throw new ReplyError('the relay changed the reply code within one reply');
     this.code = code;
-    this.lines.push(match[3]!);
+    this.lines.push(match[3]);
     if (this.lines.length > MAX_REPLY_LINES) throw new ReplyError('the relay sent a reply of over 200 lines');
     if (match[2] === '-') return undefined;
     const lines = this.lines;
@@ -61,9 +62,9 @@ export class ReplyReader {
 
 /** Takes the enhanced code off the lines when the first carries one of the reply's class. */
 function withEnhanced(code: number, lines: string[]): RelayReply {
-  const found = ENHANCED.exec(lines[0]!);
-  if (found === null || found[1]![0] !== String(code)[0]) return { code, enhanced: undefined, lines };
-  const enhanced = found[1]!;
+  const found = ENHANCED.exec(lines[0]);
+  if (found === null || found[1][0] !== String(code)[0]) return { code, enhanced: undefined, lines };
+  const enhanced = found[1];
   const strip = (line: string) => (line.startsWith(enhanced) ? line.slice(enhanced.length).trimStart() : line);
   return { code, enhanced, lines: lines.map(strip) };
 }

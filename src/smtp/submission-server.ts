@@ -46,7 +46,12 @@ interface Open {
 }
 
 export class SubmissionServer {
-  private readonly smtp: SMTPServer;
+  /**
+   * One protocol engine per door: smtp-server takes whether a session is encrypted from its own
+   * options, never from the socket it is handed, so the implicit-TLS door has one of its own.
+   */
+  private readonly plainSmtp: SMTPServer;
+  private readonly tlsSmtp: SMTPServer;
   private readonly doors: FrontDoor[] = [];
   private readonly open = new Map<string, Open>();
   private readonly logger: Logger;
@@ -56,36 +61,45 @@ export class SubmissionServer {
     private readonly services: SubmissionServices,
   ) {
     this.logger = services.logger;
-    this.smtp = new SMTPServer({
-      name: options.name,
-      banner: 'mail submission',
-      size: services.policy.maxSize,
-      authMethods: ['PLAIN', 'LOGIN', 'XOAUTH2'],
-      // The plaintext rule is the same as POP3's, decided per connection in onAuth.
-      allowInsecureAuth: true,
-      // Every reply carries its RFC 3463 code, the relay's own where it gave one.
-      hideENHANCEDSTATUSCODES: false,
-      hideDSN: true,
-      hideREQUIRETLS: true,
-      hideSTARTTLS: options.tls === undefined,
-      ...(options.tls === undefined ? {} : options.tls.serverOptions()),
-      disableReverseLookup: true,
-      logger: false,
-      socketTimeout: options.idleTimeoutMs,
-      onAuth: (auth, session, done) => this.hook(session, done, (s) => this.auth(s, auth, session)),
-      onMailFrom: (address, session, done) => this.hook(session, done, (s) => s.mailFrom(address.address, params(address.args))),
-      onRcptTo: (address, session, done) => this.hook(session, done, (s) => s.rcptTo(address.address, params(address.args))),
-      onData: (stream, session, done) => this.hook(session, done, (s) => s.data(stream)),
-      onClose: (session) => this.closed(session.id),
-    });
-    this.smtp.on('error', (err) => this.logger.debug(`SMTP connection error: ${err.message}`));
+    const engine = (secure: boolean) =>
+      new SMTPServer({
+        secure,
+        name: options.name,
+        banner: 'mail submission',
+        size: services.policy.maxSize,
+        authMethods: ['PLAIN', 'LOGIN', 'XOAUTH2'],
+        // The plaintext rule is the same as POP3's, decided per connection in onAuth.
+        allowInsecureAuth: true,
+        // Every reply carries its RFC 3463 code, the relay's own where it gave one.
+        hideENHANCEDSTATUSCODES: false,
+        hideDSN: true,
+        hideREQUIRETLS: true,
+        // Offered on the plain door when a certificate is given; in TLS it would be TLS in TLS.
+        hideSTARTTLS: secure || options.tls === undefined,
+        ...(options.tls === undefined ? {} : options.tls.serverOptions()),
+        disableReverseLookup: true,
+        logger: false,
+        socketTimeout: options.idleTimeoutMs,
+        onAuth: (auth, session, done) => this.hook(session, done, (s) => this.auth(s, auth, session)),
+        onMailFrom: (address, session, done) =>
+          this.hook(session, done, (s) => s.mailFrom(address.address, params(address.args))),
+        onRcptTo: (address, session, done) =>
+          this.hook(session, done, (s) => s.rcptTo(address.address, params(address.args))),
+        onData: (stream, session, done) => this.hook(session, done, (s) => s.data(stream)),
+        onClose: (session) => this.closed(session.id),
+      });
+    this.plainSmtp = engine(false);
+    this.tlsSmtp = engine(true);
+    for (const smtp of [this.plainSmtp, this.tlsSmtp]) {
+      smtp.on('error', (err) => this.logger.debug(`SMTP connection error: ${err.message}`));
+    }
     const door = (port: number, implicit: boolean) =>
       new FrontDoor(
         {
           protocol: 'SMTP',
           upgrade: 'STARTTLS',
           host: options.host,
-          port: implicit ? 0 : port,
+          port: implicit ? undefined : port,
           tlsPort: implicit ? port : undefined,
           tls: options.tls,
           proxyProtocol: options.proxyProtocol,
@@ -118,7 +132,8 @@ export class SubmissionServer {
   /** A renewed certificate for the STARTTLS handshakes to come. */
   reloadTls(): void {
     const tls = this.options.tls;
-    if (tls !== undefined) this.smtp.updateSecureContext(tls.serverOptions());
+    if (tls !== undefined)
+      for (const smtp of [this.plainSmtp, this.tlsSmtp]) smtp.updateSecureContext(tls.serverOptions());
   }
 
   /**
@@ -139,21 +154,27 @@ export class SubmissionServer {
     this.open.clear();
   }
 
-  private start({ socket, client }: Admitted): { abort(): void } {
+  private start({ socket, secure, client }: Admitted): { abort(): void } {
     const cid = client.sessionId ?? 'unknown';
     const session = new SubmissionSession(this.services, client);
     const entry: Open = { session, connection: undefined, context: { cid, abort: () => entry.connection?.close() } };
     this.open.set(cid, entry);
     this.options.sessions(1);
-    this.smtp.connect(socket, { id: cid, remoteAddress: client.address, remotePort: client.port });
-    entry.connection = [...(this.smtp.connections as Set<unknown>)].find((c) => (c as SmtpConnection).id === cid) as SmtpConnection | undefined;
+    const smtp = secure ? this.tlsSmtp : this.plainSmtp;
+    smtp.connect(socket, { id: cid, remoteAddress: client.address, remotePort: client.port });
+    const connections = [...(smtp.connections as Set<unknown>)] as SmtpConnection[];
+    entry.connection = connections.find((c) => c.id === cid);
     if (entry.connection !== undefined) keepEnhancedCodes(entry.connection);
     this.logger.debug('SMTP connection opened', { cid, client: `${client.address}:${client.port}` });
     return { abort: () => entry.connection?.close() };
   }
 
   /** Runs a hook in its session's context and answers through smtp-server's callback. */
-  private hook<T>(session: SMTPServerSession, done: (err?: Error | null, value?: T) => void, run: (s: SubmissionSession) => Promise<T>): void {
+  private hook<T>(
+    session: SMTPServerSession,
+    done: (err?: Error | null, value?: T) => void,
+    run: (s: SubmissionSession) => Promise<T>,
+  ): void {
     const open = this.open.get(session.id);
     if (open === undefined) return done(new SmtpReply(421, '4.3.2', 'Service not available, closing connection'));
     runInSession(open.context, () => {
@@ -168,7 +189,11 @@ export class SubmissionServer {
     });
   }
 
-  private async auth(s: SubmissionSession, auth: SMTPServerAuthentication, session: SMTPServerSession): Promise<{ user: string }> {
+  private async auth(
+    s: SubmissionSession,
+    auth: SMTPServerAuthentication,
+    session: SMTPServerSession,
+  ): Promise<{ user: string }> {
     const credentials: Credentials =
       auth.method === 'XOAUTH2'
         ? { user: auth.username ?? '', accessToken: auth.accessToken ?? '' }
@@ -184,7 +209,10 @@ export class SubmissionServer {
     this.options.sessions(-1);
     runInSession(open.context, () => {
       open.session.close();
-      this.logger.info('SMTP session ended', { cid: id, client: `${open.session.client.address}:${open.session.client.port}` });
+      this.logger.info('SMTP session ended', {
+        cid: id,
+        client: `${open.session.client.address}:${open.session.client.port}`,
+      });
     });
   }
 }
@@ -195,7 +223,8 @@ export class SubmissionServer {
  */
 function keepEnhancedCodes(connection: SmtpConnection): void {
   const send = connection.send.bind(connection);
-  connection.send = (code, data, context) => send(code, data, typeof data === 'string' && LEADING_ENHANCED.test(data) ? false : context);
+  connection.send = (code, data, context) =>
+    send(code, data, typeof data === 'string' && LEADING_ENHANCED.test(data) ? false : context);
 }
 
 function params(args: unknown): Params {

@@ -42,6 +42,7 @@ export interface SubmissionServices {
 /** MAIL and RCPT parameters, as smtp-server parsed them (upper-case keys). */
 export type Params = Readonly<Record<string, string | boolean | undefined>>;
 
+// eslint-disable-next-line no-control-regex -- control characters are what it finds
 const CONTROL = /[\u0000-\u001f\u007f]/;
 const LF = 0x0a;
 const CR = 0x0d;
@@ -88,13 +89,18 @@ export class SubmissionSession {
     if (submitter.relay !== undefined) await this.openRelay(submitter);
     this.submitter = submitter;
     this.services.events.login('ok');
-    this.log('info', `Logged in for sending, profile ${submitter.profile}${submitter.relay ? '' : ' (which has no relay)'}`, credentials.user);
+    this.log(
+      'info',
+      `Logged in for sending, profile ${submitter.profile}${submitter.relay ? '' : ' (which has no relay)'}`,
+      credentials.user,
+    );
   }
 
   /** MAIL FROM: the sender checked against the login, then asked of the relay. */
   async mailFrom(address: string, params: Params): Promise<void> {
     const submitter = this.submitter!;
-    if (submitter.relay === undefined) throw new SmtpReply(530, '5.7.0', 'Sending mail is not enabled for this account');
+    if (submitter.relay === undefined)
+      throw new SmtpReply(530, '5.7.0', 'Sending mail is not enabled for this account');
     const senders = submitter.senders;
     if (senders !== undefined && !senders.has(address.toLowerCase())) {
       this.log('info', `Sender <${address}> refused: not an address of this login`);
@@ -223,7 +229,12 @@ export class SubmissionSession {
 
   private log(level: 'info' | 'warn', message: string, user = this.user): void {
     const client = `${this.client.address}:${this.client.port}`;
-    this.services.logger.log(level, message, { cid: this.client.sessionId, client, ...(user ? { user } : {}), protocol: 'smtp' });
+    this.services.logger.log(level, message, {
+      cid: this.client.sessionId,
+      client,
+      ...(user ? { user } : {}),
+      protocol: 'smtp',
+    });
   }
 }
 
@@ -238,11 +249,13 @@ function mailParams(relay: RelayClient, params: Params): string[] {
   const out: string[] = [];
   if (typeof params.SIZE === 'string' && relay.supports('SIZE')) out.push(`SIZE=${params.SIZE}`);
   if (params.BODY === '8BITMIME') {
-    if (!relay.supports('8BITMIME')) throw new SmtpReply(555, '5.6.3', 'The relay does not take 8-bit messages (BODY=8BITMIME)');
+    if (!relay.supports('8BITMIME'))
+      throw new SmtpReply(555, '5.6.3', 'The relay does not take 8-bit messages (BODY=8BITMIME)');
     out.push('BODY=8BITMIME');
   }
   if (params.SMTPUTF8 !== undefined && params.SMTPUTF8 !== false) {
-    if (!relay.supports('SMTPUTF8')) throw new SmtpReply(555, '5.6.7', 'The relay does not take internationalized addresses (SMTPUTF8)');
+    if (!relay.supports('SMTPUTF8'))
+      throw new SmtpReply(555, '5.6.7', 'The relay does not take internationalized addresses (SMTPUTF8)');
     out.push('SMTPUTF8');
   }
   return out;
@@ -267,9 +280,14 @@ class MessageCheck {
   async *filter(message: Readable): AsyncGenerator<Buffer> {
     for await (const chunk of message as AsyncIterable<Buffer>) {
       this.octets += chunk.length;
-      if (this.octets > this.maxSize) this.failed ??= new SmtpReply(552, '5.3.4', `Message too big (the limit is ${this.maxSize} octets)`);
+      if (this.octets > this.maxSize)
+        this.failed ??= new SmtpReply(552, '5.3.4', `Message too big (the limit is ${this.maxSize} octets)`);
       if (this.failed === undefined && this.bareLineEnd(chunk)) {
-        this.failed = new SmtpReply(554, '5.6.0', 'Message refused: a bare CR or LF line end (send CRLF line ends only)');
+        this.failed = new SmtpReply(
+          554,
+          '5.6.0',
+          'Message refused: a bare CR or LF line end (send CRLF line ends only)',
+        );
       }
       if (this.failed !== undefined) continue;
       yield chunk;

@@ -60,7 +60,12 @@ export class Submitters {
     }
     const tokens = access.smtpTokens;
     if (tokens === undefined) {
-      return fixed(profile, relay, { user: credentials.user, password: credentials.password }, addressOf(credentials.user));
+      return fixed(
+        profile,
+        relay,
+        { user: credentials.user, password: credentials.password },
+        addressOf(credentials.user),
+      );
     }
     const user = await access.users?.verify(credentials.user, credentials.password);
     if (user === undefined) throw new SubmitterError('credentials', 'unknown user or wrong password (local users)');
@@ -70,7 +75,12 @@ export class Submitters {
 }
 
 /** A login whose relay credentials are the client's own. */
-function fixed(profile: string, relay: RelayEndpoint | undefined, login: RelayLogin, address: string | undefined): Submitter {
+function fixed(
+  profile: string,
+  relay: RelayEndpoint | undefined,
+  login: RelayLogin,
+  address: string | undefined,
+): Submitter {
   return {
     profile,
     relay,

@@ -23,7 +23,7 @@ export function loadTlsCredentials(certFile: string, keyFile: string): TlsPair {
     // Fails when the key does not match the certificate or either does not parse.
     tls.createSecureContext({ cert, key, minVersion: MIN_TLS_VERSION });
   } catch (err) {
-    throw new Error(`${certFile} and ${keyFile} are not a usable pair: ${(err as Error).message}`);
+    throw new Error(`${certFile} and ${keyFile} are not a usable pair: ${(err as Error).message}`, { cause: err });
   }
   return { cert, key };
 }
@@ -33,7 +33,7 @@ function readPem(file: string, what: string): Buffer {
   try {
     pem = readFileSync(file);
   } catch (err) {
-    throw new Error(`cannot read the ${what} ${file}: ${(err as Error).message}`);
+    throw new Error(`cannot read the ${what} ${file}: ${(err as Error).message}`, { cause: err });
   }
   if (!pem.includes('-----BEGIN ')) throw new Error(`${file} holds no PEM ${what}`);
   return pem;

@@ -18,6 +18,10 @@ export interface SmtpJob {
   from: string;
   to: string[];
   message: Buffer;
+  /** The local address to connect from (a loopback one other than 127.0.0.1, say). */
+  sourceAddress?: string;
+  /** Implicit TLS (SMTP_SSL) instead of a plain connection. */
+  implicitTls?: boolean;
 }
 
 export interface SmtpReport {
@@ -36,7 +40,11 @@ def note(step, reply):
     steps.append({"step": step, "code": code, "text": text.decode("latin1") if isinstance(text, bytes) else str(text)})
     return code
 try:
-    s = smtplib.SMTP(job.get("host", "127.0.0.1"), job["port"], timeout=60)
+    source = (job["sourceAddress"], 0) if job.get("sourceAddress") else None
+    if job.get("implicitTls"):
+        s = smtplib.SMTP_SSL(job.get("host", "127.0.0.1"), job["port"], timeout=60, source_address=source, context=ssl.create_default_context(cafile=job.get("caFile")))
+    else:
+        s = smtplib.SMTP(job.get("host", "127.0.0.1"), job["port"], timeout=60, source_address=source)
     note("ehlo", s.ehlo("client.example"))
     if job.get("starttls"):
         ctx = ssl.create_default_context(cafile=job.get("caFile"))
@@ -79,4 +87,58 @@ export function smtplibSession(job: SmtpJob, timeoutMs = 90_000): Promise<SmtpRe
 export function stepReply(report: SmtpReport, step: string): string | undefined {
   const found = report.steps.filter((s) => s.step === step).at(-1);
   return found === undefined ? undefined : `${found.code} ${found.text}`;
+}
+
+export interface AuthAttempts {
+  port: number;
+  host?: string;
+  sourceAddress?: string;
+  /** AUTH PLAIN with each, in turn, on one connection. */
+  attempts: { user: string; password: string }[];
+}
+
+export interface AuthReport {
+  /** Each attempt's reply and how long it took to come, as smtplib saw them. */
+  replies: { code: number; text: string; ms: number }[];
+  /** How the session ended: "closed" when the server hung up, else the error or "open". */
+  end: string;
+}
+
+const AUTH_SCRIPT = String.raw`
+import base64, json, smtplib, sys, time
+job = json.load(sys.stdin)
+replies = []
+end = "open"
+try:
+    source = (job["sourceAddress"], 0) if job.get("sourceAddress") else None
+    s = smtplib.SMTP(job.get("host", "127.0.0.1"), job["port"], timeout=60, source_address=source)
+    s.ehlo("client.example")
+    for a in job["attempts"]:
+        plain = base64.b64encode(("\0%s\0%s" % (a["user"], a["password"])).encode()).decode()
+        started = time.monotonic()
+        code, text = s.docmd("AUTH", "PLAIN " + plain)
+        replies.append({"code": code, "text": text.decode("latin1"), "ms": round((time.monotonic() - started) * 1000)})
+    try:
+        s.noop()
+    except smtplib.SMTPServerDisconnected:
+        end = "closed"
+except smtplib.SMTPServerDisconnected:
+    end = "closed"
+except Exception as e:
+    end = "%s: %s" % (type(e).__name__, e)
+print(json.dumps({"replies": replies, "end": end}))
+`;
+
+/** Several AUTH PLAIN attempts on one smtplib connection, each timed; then whether it is still open. */
+export function smtplibAuthAttempts(job: AuthAttempts, timeoutMs = 90_000): Promise<AuthReport> {
+  return new Promise((resolve, reject) => {
+    const child = execFile('python3', ['-c', AUTH_SCRIPT], { timeout: timeoutMs }, (err, stdout, stderr) => {
+      try {
+        resolve(JSON.parse(stdout) as AuthReport);
+      } catch {
+        reject(new Error(`smtplib printed no report${err ? ` (${err.message})` : ''}: ${stdout}\n${stderr}`));
+      }
+    });
+    child.stdin!.end(JSON.stringify(job));
+  });
 }

@@ -81,6 +81,12 @@ export interface TcpRelay {
    * the server sees that line.
    */
   cutOnCommand(pattern: RegExp): void;
+  /**
+   * Passes the client's next line matching `pattern` on to the server, then cuts every open
+   * connection when the server starts to answer: the server ran the command, the client never
+   * hears so.
+   */
+  cutAfterCommand(pattern: RegExp): void;
   /** Bytes relayed from the server so far, over all connections. */
   readonly serverBytes: number;
   /** Connections opened so far. */
@@ -103,6 +109,8 @@ export async function startRelay(targetPort: number, options: RelayOptions = {})
   let serverBytes = 0;
   let cutAt: number | undefined;
   let cutOn: RegExp | undefined;
+  let cutAfter: RegExp | undefined;
+  let cutOnReply = false;
 
   const relay = await listenRelay(targetPort, targetHost, (client, upstream) => {
     client.on('data', (d: Buffer) => {
@@ -110,10 +118,18 @@ export async function startRelay(targetPort: number, options: RelayOptions = {})
         cutOn = undefined;
         return relay.cutAll();
       }
+      if (cutAfter?.test(d.toString('latin1'))) {
+        cutAfter = undefined;
+        cutOnReply = true;
+      }
       upstream.write(d);
     });
     /** Passes server bytes on to the client, or part of them and then cuts. */
     const toClient = (d: Buffer) => {
+      if (cutOnReply) {
+        cutOnReply = false;
+        return relay.cutAll();
+      }
       if (cutAt !== undefined && serverBytes + d.length >= cutAt) {
         // Pass part of this chunk, then break both sides without a clean close.
         const keep = cutAt - serverBytes;
@@ -164,6 +180,9 @@ export async function startRelay(targetPort: number, options: RelayOptions = {})
     cutAll: relay.cutAll,
     cutOnCommand(pattern: RegExp) {
       cutOn = pattern;
+    },
+    cutAfterCommand(pattern: RegExp) {
+      cutAfter = pattern;
     },
     get serverBytes() {
       return serverBytes;

@@ -7,7 +7,7 @@ export const USER: CommandHandler = {
   acceptsArgs: args.one,
   async run(context, command) {
     if (context.plaintextAuthRefused) return refusePlaintext(context);
-    context.rememberUser(command.args[0]!);
+    context.rememberUser(command.args[0]);
     await context.ok('Send your password.');
   },
 };

@@ -10,7 +10,7 @@ export const DELE: CommandHandler = {
   states: ['transaction'],
   acceptsArgs: args.one,
   async run(context, command) {
-    const index = await messageIndex(context, command.args[0]!);
+    const index = await messageIndex(context, command.args[0]);
     if (index === undefined) return;
     try {
       await context.transaction.maildrop.markDeleted(index);
@@ -41,6 +41,7 @@ export const RSET: CommandHandler = {
 async function storeFailure(context: CommandContext, what: string, err: unknown): Promise<void> {
   context.logger.warn(`${what}: ${errorText(err)}`, context.logMeta());
   // Without a usable backend connection the session cannot go on.
-  if (!isMaildropError(err) || err.fatal) return context.end('backend-failed', errLine(`${what}, try again later.`, 'SYS/TEMP'));
+  if (!isMaildropError(err) || err.fatal)
+    return context.end('backend-failed', errLine(`${what}, try again later.`, 'SYS/TEMP'));
   await context.error(`${what}, try again later.`, 'SYS/TEMP');
 }

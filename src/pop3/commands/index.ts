@@ -11,5 +11,20 @@ import { STLS } from './stls.js';
 
 /** Every command the POP3 server knows, by upper-case keyword: handed to each session. */
 export const POP3_COMMANDS: CommandTable = {
-  CAPA, STLS, AUTH, USER, PASS, APOP, STAT, LIST, UIDL, NOOP, RETR, TOP, DELE, RSET, LAST, QUIT,
+  CAPA,
+  STLS,
+  AUTH,
+  USER,
+  PASS,
+  APOP,
+  STAT,
+  LIST,
+  UIDL,
+  NOOP,
+  RETR,
+  TOP,
+  DELE,
+  RSET,
+  LAST,
+  QUIT,
 };

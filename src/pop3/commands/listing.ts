@@ -25,7 +25,12 @@ export const LIST: CommandHandler = {
   states: ['transaction'],
   acceptsArgs: args.optional,
   async run(context, command) {
-    await listing(context, command.args[0], (tx, i) => String(tx.messages[i]!.size), (count) => `${count} messages`);
+    await listing(
+      context,
+      command.args[0],
+      (tx, i) => String(tx.messages[i].size),
+      (count) => `${count} messages`,
+    );
   },
 };
 
@@ -34,7 +39,12 @@ export const UIDL: CommandHandler = {
   states: ['transaction'],
   acceptsArgs: args.optional,
   async run(context, command) {
-    await listing(context, command.args[0], (tx, i) => tx.messages[i]!.uidl, () => 'Unique-ID listing follows');
+    await listing(
+      context,
+      command.args[0],
+      (tx, i) => tx.messages[i].uidl,
+      () => 'Unique-ID listing follows',
+    );
   },
 };
 

@@ -18,7 +18,7 @@ export const RETR: CommandHandler = {
   states: ['transaction'],
   acceptsArgs: args.one,
   async run(context, command) {
-    const index = await messageIndex(context, command.args[0]!);
+    const index = await messageIndex(context, command.args[0]);
     if (index === undefined) return;
     const sent = await deliver(context, index, undefined);
     if (sent === undefined) return;
@@ -37,9 +37,9 @@ export const TOP: CommandHandler = {
   states: ['transaction'],
   acceptsArgs: args.two,
   async run(context, command) {
-    const lines = parseLineCount(command.args[1]!);
-    if (lines === undefined) return context.error(`Invalid line count: ${command.args[1]!.slice(0, 20)}`);
-    const index = await messageIndex(context, command.args[0]!);
+    const lines = parseLineCount(command.args[1]);
+    if (lines === undefined) return context.error(`Invalid line count: ${command.args[1].slice(0, 20)}`);
+    const index = await messageIndex(context, command.args[0]);
     if (index === undefined) return;
     const sent = await deliver(context, index, new TopFilter(lines));
     if (sent === undefined) return;
@@ -53,7 +53,11 @@ export const TOP: CommandHandler = {
  * connection is dropped without the terminating line, so that a client never takes a truncated
  * message for a complete one.
  */
-async function deliver(context: CommandContext, index: number, top: TopFilter | undefined): Promise<number | undefined> {
+async function deliver(
+  context: CommandContext,
+  index: number,
+  top: TopFilter | undefined,
+): Promise<number | undefined> {
   let source: MessageStream;
   try {
     source = await context.transaction.maildrop.read(index);
