@@ -60,6 +60,9 @@ readonly DEPS=(
   "swaks:swaks"
   "libnet-ssleay-perl:/usr/lib/*/perl5/5.*/Net/SSLeay.pm"
   "msmtp:msmtp"
+  # Corporate proxies (test/support/tinyproxy.ts): a real forward proxy the token requests and
+  # the routing lookups go through; the tests run their own, never the system one on :8888.
+  "tinyproxy:tinyproxy"
 )
 
 # The tests also call these, which come with the packages above.

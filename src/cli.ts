@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 /**
- * pop3-imap-proxy: the administrator's commands (hash-password, oauth-login, healthcheck), or
+ * pop3-imap-proxy: the administrator's commands (hash-password, oauth-login, oauth-status,
+ * healthcheck), or
  * else: parse the command line, start the POP3 server, write the status file, re-read the TLS certificate
  * and the users file on SIGHUP, and end every session through its cleanup path on SIGTERM/SIGINT.
  */
 import { hashPasswordCommand } from './admin/hash-password.js';
 import { address, healthcheckCommand, removeStatusFile, writeStatusFile } from './admin/healthcheck.js';
 import { oauthLoginCommand } from './admin/oauth-login.js';
+import { OAUTH_STATUS_USAGE, oauthStatusCommand } from './admin/oauth-status.js';
 import { HASH_PASSWORD_USAGE, HEALTHCHECK_USAGE, wantsHelp } from './admin/usage.js';
 import { ConfigError, parseCommandLine } from './config/options.js';
 import { createLogger } from './logging/logger.js';
@@ -17,7 +19,8 @@ import { createProxy } from './proxy.js';
 async function admin(command: string, args: readonly string[]): Promise<number> {
   try {
     if (command === 'hash-password') return await hashPasswordCommand(process.stdin, process.stdout, process.stderr);
-    await oauthLoginCommand(args, process.stdout);
+    if (command === 'oauth-status') await oauthStatusCommand(args, process.stdout);
+    else await oauthLoginCommand(args, process.stdout);
     return 0;
   } catch (err) {
     console.error(`pop3-imap-proxy ${command}: ${(err as Error).message}`);
@@ -29,7 +32,9 @@ async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
   if (command === 'hash-password' && wantsHelp(rest)) return void process.stdout.write(HASH_PASSWORD_USAGE);
   if (command === 'healthcheck' && wantsHelp(rest)) return void process.stdout.write(HEALTHCHECK_USAGE);
-  if (command === 'hash-password' || command === 'oauth-login') process.exit(await admin(command, rest));
+  if (command === 'oauth-status' && wantsHelp(rest)) return void process.stdout.write(OAUTH_STATUS_USAGE);
+  const admins = ['hash-password', 'oauth-login', 'oauth-status'];
+  if (command !== undefined && admins.includes(command)) process.exit(await admin(command, rest));
   if (command === 'healthcheck') process.exit(await healthcheckCommand(rest, process.stdout, process.stderr));
   let parsed;
   try {

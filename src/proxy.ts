@@ -18,6 +18,8 @@ import { ConnectionLimiter } from './limits/connection-limiter.js';
 import { LoginChecks } from './limits/login-checks.js';
 import { startMetricsEndpoint } from './metrics/http-endpoint.js';
 import { ProxyMetrics } from './metrics/metrics.js';
+import { TokenMetrics } from './metrics/token-metrics.js';
+import { outboundHttp, type OutboundHttp } from './net/outbound-http.js';
 import type { ClientInfo } from './maildrop/maildrop.js';
 import { isLoopback } from './net/address.js';
 import { Pop3Server } from './pop3/server.js';
@@ -26,6 +28,8 @@ import { profileAccess } from './routing/profile-access.js';
 import { SubmissionServer } from './smtp/submission-server.js';
 import { Submitters } from './smtp/submitters.js';
 import { ProfileRouter } from './routing/profile-router.js';
+import { StaticRoutes, type LoginRoutes } from './routing/login-routes.js';
+import { LookupRoutes } from './routing/lookup.js';
 import { RedisExpiringStore } from './shared/expiring-store.js';
 import { RedisListings } from './shared/listing-store.js';
 import { RedisLink } from './shared/redis-link.js';
@@ -69,6 +73,10 @@ const POOL_TOTAL = 1000;
 export class Pop3ImapProxy {
   /** Kept backend connections (--backend-reuse), closed with the proxy. */
   backendPool: BackendPool | undefined;
+  /** The agent of the proxy's own HTTP requests (tokens, lookups), closed with the proxy. */
+  outbound: OutboundHttp | undefined;
+  /** How logins are routed: the config file's routes, or the lookup service. */
+  routes: LoginRoutes | undefined;
   private endpoint: http.Server | undefined;
 
   constructor(
@@ -132,6 +140,7 @@ export class Pop3ImapProxy {
   async close(graceMs = 0): Promise<void> {
     await Promise.all([this.pop3.close(graceMs), this.smtp?.close(graceMs)]);
     this.backendPool?.close();
+    await this.outbound?.close().catch(() => undefined);
     await this.locks.close?.();
     await this.redis?.close();
     const endpoint = this.endpoint;
@@ -185,15 +194,20 @@ export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: Lo
   };
   const users = config.usersFile === undefined ? undefined : new LocalUsers(config.usersFile);
   for (const warning of users?.warnings ?? []) logger.warn(warning);
-  const access = new Map(
-    [...config.routing.profiles].map(([name, profile]) => [name, profileAccess(name, profile, users)] as const),
-  );
+  const outbound = outboundHttp(config.httpProxy);
+  const events = new TokenMetrics(metrics.registry);
+  const tokenContext = { fetch: outbound.fetch, events, logger, configFile: config.configFile };
+  const profiles = [...config.routing.profiles];
+  const access = new Map(profiles.map(([name, p]) => [name, profileAccess(name, p, users, tokenContext)] as const));
+  const routes: LoginRoutes = config.lookup
+    ? new LookupRoutes(config.lookup, config.routing, outbound.fetch, logger)
+    : new StaticRoutes(config.routing);
   const backends = new Map(
     [...config.routing.profiles].map(
       ([name, profile]) => [name, profileBackend(name, profile, shared, access.get(name)!, logger)] as const,
     ),
   );
-  const provider = new ProfileRouter(config.routing, backends, logger);
+  const provider = new ProfileRouter(routes, backends, logger);
   const backend = {
     ...config.imap,
     timeoutMs: config.backendTimeoutMs,
@@ -238,12 +252,13 @@ export function createProxy(config: ProxyConfig, logger: Logger, givenLocks?: Lo
       events: metrics,
     },
   );
-  const smtp =
-    config.smtp &&
-    submissionServer(config, logger, metrics, checks, new Submitters(config.routing, access), tls, limiter);
+  const submitters = new Submitters(config.routing, access, routes);
+  const smtp = config.smtp && submissionServer(config, logger, metrics, checks, submitters, tls, limiter);
   const ready = () => probeImap(backend, READY_PROBE_TIMEOUT_MS);
   const proxy = new Pop3ImapProxy(config, logger, pop3, metrics, locks, ready, users, redis, smtp);
   proxy.backendPool = shared.pool;
+  proxy.outbound = outbound;
+  proxy.routes = routes;
   return proxy;
 }
 

@@ -10,6 +10,7 @@ import yargs from 'yargs';
 import { parseCommandLine } from '../config/options.js';
 import { readSecret } from '../config/secrets.js';
 import { ConfigError } from '../config/values.js';
+import { proxyUrlProblem, outboundHttp } from '../net/outbound-http.js';
 import { configuration } from '../oauth/grants.js';
 import { refreshTokenStore } from '../routing/profile-access.js';
 
@@ -24,6 +25,10 @@ export async function oauthLoginCommand(argv: readonly string[], output: NodeJS.
         demandOption: true,
         alias: 'mailbox',
         describe: 'The account (mailbox address) to sign in as',
+      },
+      'http-proxy': {
+        type: 'string',
+        describe: 'HTTP proxy to the authorization server (wins over HTTPS_PROXY, HTTP_PROXY and the config file)',
       },
     })
     .usage(
@@ -48,27 +53,43 @@ export async function oauthLoginCommand(argv: readonly string[], output: NodeJS.
   if (auth.deviceUrl === undefined) throw new ConfigError(`--profile: ${args.profile} has no device-url`);
   const store = refreshTokenStore(args.profile, auth);
   const clientSecret = auth.clientSecret && readSecret(auth.clientSecret, `profile ${args.profile}: client secret`);
-  const config = configuration(
-    auth.tokenUrl,
-    auth.clientId,
-    clientSecret === undefined ? oidc.None() : oidc.ClientSecretPost(clientSecret),
-    {
-      device_authorization_endpoint: auth.deviceUrl,
-    },
-  );
-  const device = await oidc.initiateDeviceAuthorization(config, { scope: auth.scope });
-  const where = device.verification_uri_complete ?? device.verification_uri;
+  const httpProxy = args['http-proxy'] ?? parsed?.config.httpProxy;
+  const problem = httpProxy === undefined ? undefined : proxyUrlProblem(httpProxy);
+  if (problem !== undefined) throw new ConfigError(`--http-proxy: ${httpProxy} ${problem}`);
+  // The same way out as the proxy's own token requests: --http-proxy, else HTTPS_PROXY/NO_PROXY.
+  const outbound = outboundHttp(httpProxy);
+  try {
+    const clientAuth = clientSecret === undefined ? oidc.None() : oidc.ClientSecretPost(clientSecret);
+    const endpoints = { device_authorization_endpoint: auth.deviceUrl };
+    const config = configuration(auth.tokenUrl, auth.clientId, clientAuth, endpoints, outbound.fetch);
+    const refreshToken = await signIn(config, auth.scope, args.account, output);
+    await store.save(args.account, refreshToken);
+  } finally {
+    await outbound.close().catch(() => undefined);
+  }
+  output.write(`Saved the refresh token for ${args.account} in ${auth.tokenStore}.\n`);
+}
+
+/** The device authorization grant: prints where to sign in, waits, and answers the refresh token. */
+async function signIn(
+  config: oidc.Configuration,
+  scope: string,
+  account: string,
+  output: NodeJS.WritableStream,
+): Promise<string> {
+  const device = await oidc.initiateDeviceAuthorization(config, { scope });
+  const minutes = Math.round(device.expires_in / 60);
   output.write(
-    `To let the proxy read ${args.account}, sign in as that mailbox at\n  ${where}\n` +
-      `and enter the code ${device.user_code} (valid for ${Math.round(device.expires_in / 60)} minutes). Waiting...\n`,
+    `To let the proxy read ${account}, sign in as that mailbox at\n` +
+      `  ${device.verification_uri_complete ?? device.verification_uri}\n` +
+      `and enter the code ${device.user_code} (valid for ${minutes} minutes). Waiting...\n`,
   );
   const tokens = await oidc.pollDeviceAuthorizationGrant(config, device).catch((err: unknown) => {
-    throw new Error(deviceFailure(err, Math.round(device.expires_in / 60)));
+    throw new Error(deviceFailure(err, minutes));
   });
   if (!tokens.refresh_token)
     throw new Error("the server returned no refresh token: add offline_access to the profile's scope");
-  await store.save(args.account, tokens.refresh_token);
-  output.write(`Saved the refresh token for ${args.account} in ${auth.tokenStore}.\n`);
+  return tokens.refresh_token;
 }
 
 /**

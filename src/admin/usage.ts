@@ -6,6 +6,7 @@ export const COMMANDS_EPILOGUE = [
   'Commands:',
   '  hash-password        Hash a password (read from standard input) for the users file',
   '  oauth-login          Sign a mailbox in for a profile with grant refresh-token (device code)',
+  '  oauth-status         List the stored refresh tokens: profile, account, last rotation, last use',
   '  healthcheck [FILE]   Exit 0 when the proxy that wrote the status file answers /healthz',
   '',
   "Run 'pop3-imap-proxy COMMAND --help' for a command's own options.",

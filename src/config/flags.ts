@@ -1,11 +1,12 @@
 /**
  * The command line's flags: name, type, default, help text and group, as yargs takes them;
- * each area's own table (mailbox policy, SMTP submission) merged in. Every flag can also come
- * from an environment variable POP3PROXY_<FLAG> or the --config file (options.ts).
+ * each area's own table (mailbox policy, SMTP submission, routing by lookup) merged in. Every
+ * flag can also come from an environment variable POP3PROXY_<FLAG> or the --config file.
  */
 import type { ImapTlsMode } from '../imap/imap-client.js';
 import { DEFAULT_UIDL_FORMAT } from '../imap/uidl-format.js';
 import type { LogFormat, LogLevel } from '../logging/logger.js';
+import { LOOKUP_OPTIONS } from './lookup-flags.js';
 import { MAILBOX_OPTIONS } from './mailbox-flags.js';
 import { SMTP_OPTIONS } from './smtp-flags.js';
 
@@ -194,4 +195,5 @@ export const OPTIONS = {
   },
   'log-format': { choices: LOG_FORMATS, default: 'text' as LogFormat, describe: 'Log line format', group: 'Logging:' },
   ...SMTP_OPTIONS,
+  ...LOOKUP_OPTIONS,
 } as const;

@@ -11,6 +11,7 @@ import { loadTlsCredentials } from '../tls/tls-credentials.js';
 import { COMMANDS_EPILOGUE } from '../admin/usage.js';
 import { OPTIONS } from './flags.js';
 import { flagRelay, smtpConfig, type SmtpConfig } from './smtp-flags.js';
+import { httpProxyOf, lookupConfig, type LookupConfig } from './lookup-flags.js';
 import { mailboxPolicy, type MailboxPolicy } from './mailbox-flags.js';
 import { checkUidlFormat, ConfigError, count, parseDeleteMode, readCa, seconds } from './values.js';
 import type { LogFormat, LogLevel } from '../logging/logger.js';
@@ -54,6 +55,12 @@ export interface ProxyConfig {
   readonly log: { readonly level: LogLevel; readonly format: LogFormat };
   /** SMTP submission, when a port for it is given; the relays are the profiles'. */
   readonly smtp?: SmtpConfig | undefined;
+  /** Routing by lookup (--lookup-url); undefined: the config file's routes. */
+  readonly lookup?: LookupConfig | undefined;
+  /** --http-proxy for the proxy's own HTTP requests; undefined: HTTPS_PROXY/HTTP_PROXY/NO_PROXY alone. */
+  readonly httpProxy?: string | undefined;
+  /** The --config file, named in the commands the log tells an administrator to run. */
+  readonly configFile?: string | undefined;
 }
 
 export interface TlsConfig {
@@ -79,7 +86,6 @@ export interface AbuseLimits {
 export { ConfigError, type MailboxPolicy };
 
 export const ENV_PREFIX = 'POP3PROXY';
-
 
 /** Values read from --config, kept to tell where a bad value came from. */
 interface ConfigFile {
@@ -275,6 +281,9 @@ function validate(raw: Raw, at: (key: string) => string, file: ConfigFile): Prox
     usersFile,
     log: { level: raw['log-level'], format: raw['log-format'] },
     smtp: smtpConfig(raw, at, raw['tls-cert'] !== undefined),
+    lookup: lookupConfig(raw, at),
+    httpProxy: httpProxyOf(raw, at),
+    configFile: file.path,
   };
 }
 

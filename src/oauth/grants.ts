@@ -10,6 +10,7 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import { importPKCS8, SignJWT } from 'jose';
 import * as oidc from 'openid-client';
+import type { FetchFunction } from '../net/outbound-http.js';
 import type { AccessToken } from './token-cache.js';
 import type { RefreshTokenStore } from './refresh-token-store.js';
 
@@ -21,10 +22,23 @@ export class TokenError extends Error {
   constructor(
     message: string,
     readonly permanent: boolean,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; status?: number; oauthError?: string },
   ) {
     super(message, options);
     this.name = 'TokenError';
+    this.status = options?.status;
+    this.oauthError = options?.oauthError;
+  }
+
+  /** The token endpoint's HTTP status, when it answered. */
+  readonly status: number | undefined;
+  /** Its OAuth error code (invalid_grant, invalid_client...), when it said one. */
+  readonly oauthError: string | undefined;
+
+  /** Whether the endpoint answered and said no (refused), or could not be reached or failed (5xx). */
+  get result(): 'refused' | 'unreachable' {
+    if (this.status !== undefined) return this.status < 500 ? 'refused' : 'unreachable';
+    return this.permanent ? 'refused' : 'unreachable';
   }
 }
 
@@ -41,12 +55,13 @@ export function clientCredentialsGrant(options: {
   readonly clientSecret?: string;
   readonly privateKeyPem?: string;
   readonly certificatePem?: string;
+  readonly fetch?: FetchFunction;
 }): TokenFetcher {
   const auth =
     options.clientSecret !== undefined
       ? Promise.resolve(oidc.ClientSecretPost(options.clientSecret))
       : certificateAuth(options);
-  const config = auth.then((a) => configuration(options.tokenUrl, options.clientId, a));
+  const config = auth.then((a) => configuration(options.tokenUrl, options.clientId, a, {}, options.fetch));
   return async () => tokenOf(await request(oidc.clientCredentialsGrant(await config, { scope: options.scope })));
 }
 
@@ -75,11 +90,12 @@ export function jwtBearerGrant(options: {
   readonly serviceAccount: ServiceAccountKey;
   readonly scope: string;
   readonly tokenUrl: string | undefined;
+  readonly fetch?: FetchFunction;
 }): TokenFetcher {
   const account = options.serviceAccount;
   const tokenUrl = options.tokenUrl ?? account.token_uri ?? 'https://oauth2.googleapis.com/token';
   const key = importPKCS8(account.private_key, 'RS256');
-  const config = configuration(tokenUrl, account.client_email, oidc.None());
+  const config = configuration(tokenUrl, account.client_email, oidc.None(), {}, options.fetch);
   return async (mailbox) => {
     const assertion = await new SignJWT({ scope: options.scope })
       .setProtectedHeader({
@@ -104,9 +120,10 @@ export function refreshTokenGrant(options: {
   readonly clientSecret: string | undefined;
   readonly scope: string;
   readonly store: RefreshTokenStore;
+  readonly fetch?: FetchFunction;
 }): TokenFetcher {
   const auth = options.clientSecret === undefined ? oidc.None() : oidc.ClientSecretPost(options.clientSecret);
-  const config = configuration(options.tokenUrl, options.clientId, auth);
+  const config = configuration(options.tokenUrl, options.clientId, auth, {}, options.fetch);
   return async (mailbox) => {
     const refreshToken = await options.store.load(mailbox);
     if (refreshToken === undefined)
@@ -115,6 +132,8 @@ export function refreshTokenGrant(options: {
     // A rotated refresh token replaces the old one at once: the old one may no longer work.
     if (response.refresh_token && response.refresh_token !== refreshToken)
       await options.store.save(mailbox, response.refresh_token);
+    // oauth-status shows when each refresh token last worked (written at most hourly).
+    else await options.store.used(mailbox);
     return tokenOf(response);
   };
 }
@@ -125,6 +144,7 @@ export function configuration(
   clientId: string,
   auth: oidc.ClientAuth,
   extra: Partial<oidc.ServerMetadata> = {},
+  fetch?: FetchFunction,
 ): oidc.Configuration {
   const url = new URL(tokenUrl);
   const config = new oidc.Configuration(
@@ -134,6 +154,8 @@ export function configuration(
     auth,
   );
   config.timeout = TOKEN_TIMEOUT_S;
+  // The outbound agent honours HTTPS_PROXY/NO_PROXY and --http-proxy (outbound-http.ts).
+  if (fetch !== undefined) config[oidc.customFetch] = fetch;
   // Profiles allow plain http only to loopback (a local token service).
   if (url.protocol === 'http:') oidc.allowInsecureRequests(config);
   return config;
@@ -168,17 +190,17 @@ async function request<T>(pending: Promise<T>): Promise<T> {
     return await pending;
   } catch (err) {
     // A 401 that challenges (client_secret_basic refused): the client's registration is wrong.
-    if (err instanceof oidc.WWWAuthenticateChallengeError)
-      throw new TokenError(`token endpoint refused the client (HTTP ${err.status})`, true, { cause: err });
+    if (err instanceof oidc.WWWAuthenticateChallengeError) {
+      const status = err.status;
+      throw new TokenError(`token endpoint refused the client (HTTP ${status})`, true, { cause: err, status });
+    }
     if (err instanceof oidc.ResponseBodyError) {
       // invalid_grant: the refresh token or the delegation is gone; invalid_client,
       // unauthorized_client, invalid_scope: the registration is wrong. Retrying will not help.
       const permanent = err.status < 500 && err.error !== 'temporarily_unavailable' && err.error !== 'slow_down';
-      throw new TokenError(
-        `token endpoint refused: ${err.error}${err.error_description ? ` (${err.error_description})` : ''}`,
-        permanent,
-        { cause: err },
-      );
+      const said = `${err.error}${err.error_description ? ` (${err.error_description})` : ''}`;
+      const details = { cause: err, status: err.status, oauthError: err.error };
+      throw new TokenError(`token endpoint refused: ${said}`, permanent, details);
     }
     throw new TokenError(`token endpoint unreachable: ${(err as Error).message}`, false, { cause: err });
   }

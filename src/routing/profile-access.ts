@@ -3,6 +3,7 @@
  * grants) and the profile's tokens, one cache per scope, so that POP3 and SMTP share a token
  * wherever IMAP and SMTP take the same one. Secrets are read here, once, at start.
  */
+import type { Logger } from 'winston';
 import type { LocalUsers } from '../auth/local-users.js';
 import type { ProfileSettings, TokenAuth } from '../config/profiles.js';
 import { readSecret } from '../config/secrets.js';
@@ -17,6 +18,8 @@ import {
 } from '../oauth/grants.js';
 import { RefreshTokenStore } from '../oauth/refresh-token-store.js';
 import { TokenCache } from '../oauth/token-cache.js';
+import type { TokenEvents } from '../metrics/token-metrics.js';
+import type { FetchFunction } from '../net/outbound-http.js';
 
 /** Tokens of one grant and scope, by mailbox. */
 export interface TokenSource {
@@ -33,19 +36,59 @@ export interface ProfileAccess {
   readonly smtpTokens: TokenSource | undefined;
 }
 
-export function profileAccess(name: string, profile: ProfileSettings, users: LocalUsers | undefined): ProfileAccess {
+/** What the token requests of every profile share: the way out, the metrics, the log. */
+export interface AccessContext {
+  /** The outbound HTTP agent (proxies); undefined: the global fetch. */
+  readonly fetch?: FetchFunction | undefined;
+  readonly events?: TokenEvents | undefined;
+  readonly logger?: Logger | undefined;
+  /** The config file, for the command an administrator is told to run. */
+  readonly configFile?: string | undefined;
+}
+
+export function profileAccess(
+  name: string,
+  profile: ProfileSettings,
+  users: LocalUsers | undefined,
+  context: AccessContext = {},
+): ProfileAccess {
   const auth = profile.auth;
   if (auth.grant === 'password') return { users, imapTokens: undefined, smtpTokens: undefined };
-  const imapTokens = tokenSource(name, auth);
+  // One warning per mailbox whose refresh token is refused, whichever scope asked (IMAP, SMTP).
+  const warned = new Set<string>();
+  const imapTokens = tokenSource(name, auth, context, warned);
   const smtpScope = profile.smtpScope;
-  const smtpTokens =
-    smtpScope === undefined || smtpScope === auth.scope ? imapTokens : tokenSource(name, { ...auth, scope: smtpScope });
+  const sameScope = smtpScope === undefined || smtpScope === auth.scope;
+  const smtpTokens = sameScope ? imapTokens : tokenSource(name, { ...auth, scope: smtpScope }, context, warned);
   return { users, imapTokens, smtpTokens };
 }
 
-function tokenSource(name: string, auth: TokenAuth): TokenSource {
-  const grant = tokenGrant(name, auth);
-  return { cache: new TokenCache(grant.fetch), key: grant.key };
+function tokenSource(name: string, auth: TokenAuth, context: AccessContext, warned: Set<string>): TokenSource {
+  const grant = tokenGrant(name, auth, context.fetch);
+  const fetch: TokenFetcher = async (mailbox) => {
+    try {
+      const token = await grant.fetch(mailbox);
+      context.events?.fetched(name, 'ok');
+      warned.delete(mailbox);
+      return token;
+    } catch (err) {
+      context.events?.fetched(name, err instanceof TokenError ? err.result : 'unreachable');
+      const refused = err instanceof TokenError && err.oauthError === 'invalid_grant';
+      if (auth.grant === 'refresh-token' && refused && !warned.has(mailbox)) {
+        // Per mailbox, not per login: a poller's every minute would drown the one line that matters.
+        warned.add(mailbox);
+        const config = context.configFile ?? 'FILE';
+        context.logger?.error(
+          `Profile ${name}: the token endpoint refused the refresh token of ${mailbox} (invalid_grant: revoked, ` +
+            `expired or its sign-in withdrawn); sign the account in again: ` +
+            `pop3-imap-proxy oauth-login --config ${config} ` +
+            `--profile ${name} --account ${mailbox}`,
+        );
+      }
+      throw err;
+    }
+  };
+  return { cache: new TokenCache(fetch), key: grant.key };
 }
 
 interface Grant {
@@ -57,7 +100,7 @@ interface Grant {
 const APP_WIDE = () => 'app';
 const PER_MAILBOX = (mailbox: string) => mailbox.toLowerCase();
 
-function tokenGrant(name: string, auth: TokenAuth): Grant {
+function tokenGrant(name: string, auth: TokenAuth, fetch: FetchFunction | undefined): Grant {
   const what = (secret: string) => `profile ${name}: ${secret}`;
   switch (auth.grant) {
     case 'client-credentials': {
@@ -69,15 +112,8 @@ function tokenGrant(name: string, auth: TokenAuth): Grant {
               privateKeyPem: readSecret(credential.privateKey, what('private key')),
               certificatePem: readSecret(credential.certificate, what('certificate')),
             };
-      return {
-        fetch: clientCredentialsGrant({
-          tokenUrl: auth.tokenUrl,
-          clientId: auth.clientId,
-          scope: auth.scope,
-          ...secrets,
-        }),
-        key: APP_WIDE,
-      };
+      const options = { tokenUrl: auth.tokenUrl, clientId: auth.clientId, scope: auth.scope, ...secrets, fetch };
+      return { fetch: clientCredentialsGrant(options), key: APP_WIDE };
     }
     case 'jwt-bearer': {
       let serviceAccount;
@@ -87,24 +123,15 @@ function tokenGrant(name: string, auth: TokenAuth): Grant {
         if (err instanceof TokenError) throw new ConfigError(what(err.message));
         throw err;
       }
-      return {
-        fetch: jwtBearerGrant({ serviceAccount, scope: auth.scope, tokenUrl: auth.tokenUrl }),
-        key: PER_MAILBOX,
-      };
+      const options = { serviceAccount, scope: auth.scope, tokenUrl: auth.tokenUrl, fetch };
+      return { fetch: jwtBearerGrant(options), key: PER_MAILBOX };
     }
     case 'refresh-token': {
       const store = refreshTokenStore(name, auth);
       const clientSecret = auth.clientSecret && readSecret(auth.clientSecret, what('client secret'));
-      return {
-        fetch: refreshTokenGrant({
-          tokenUrl: auth.tokenUrl,
-          clientId: auth.clientId,
-          clientSecret,
-          scope: auth.scope,
-          store,
-        }),
-        key: PER_MAILBOX,
-      };
+      const { tokenUrl, clientId, scope } = auth;
+      const options = { tokenUrl, clientId, clientSecret, scope, store, fetch };
+      return { fetch: refreshTokenGrant(options), key: PER_MAILBOX };
     }
   }
 }

@@ -81,7 +81,7 @@ export class SubmissionSession {
     if (CONTROL.test(credentials.user)) return this.wrongCredentials('the user name holds control characters');
     let submitter: Submitter;
     try {
-      submitter = await this.services.submitters.authenticate(credentials);
+      submitter = await this.services.submitters.authenticate(credentials, this.client);
     } catch (err) {
       if (err instanceof SubmitterError && err.kind === 'credentials') return this.wrongCredentials(err.message);
       return this.temporary('login', err);

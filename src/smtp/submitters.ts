@@ -6,9 +6,11 @@
  * a token from the same cache the IMAP side uses (or one of the profile's SMTP scope); a client
  * that brings its own bearer token (AUTH XOAUTH2) has it passed on.
  */
-import { routeOf, type Routing } from '../config/profiles.js';
-import type { Credentials } from '../maildrop/maildrop.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Routing } from '../config/profiles.js';
+import type { ClientInfo, Credentials } from '../maildrop/maildrop.js';
 import { TokenError } from '../oauth/grants.js';
+import { RouteRefused, RouteUnavailable, StaticRoutes, type LoginRoutes, type Route } from '../routing/login-routes.js';
 import type { ProfileAccess, TokenSource } from '../routing/profile-access.js';
 import type { RelayEndpoint, RelayLogin } from './relay-client.js';
 
@@ -47,10 +49,14 @@ export class Submitters {
   constructor(
     private readonly routing: Routing,
     private readonly access: ReadonlyMap<string, ProfileAccess>,
+    /** The same routes POP3 logins take: the config file's, or the lookup service's answers. */
+    private readonly routes: LoginRoutes = new StaticRoutes(routing),
   ) {}
 
-  async authenticate(credentials: Credentials): Promise<Submitter> {
-    const profile = routeOf(this.routing, credentials.user);
+  async authenticate(given: Credentials, client: ClientInfo): Promise<Submitter> {
+    const route = await this.route(given, client);
+    const profile = route.profile;
+    const credentials: Credentials = { ...given, user: route.user };
     const settings = this.routing.profiles.get(profile)!;
     const access = this.access.get(profile)!;
     const relay = settings.smtpRelay;
@@ -71,6 +77,21 @@ export class Submitters {
     if (user === undefined) throw new SubmitterError('credentials', 'unknown user or wrong password (local users)');
     const senders = new Set([user.account, ...user.sendAs].map((a) => a.toLowerCase()));
     return tokenLogin(profile, relay, tokens, user.account, senders, user.tokenAccount);
+  }
+
+  /** A refusal of the lookup is the client's 535 (after its Auth-Wait); an outage is a 454. */
+  private async route(credentials: Credentials, client: ClientInfo): Promise<Route> {
+    const password = 'password' in credentials ? credentials.password : undefined;
+    try {
+      return await this.routes.route({ user: credentials.user, password, protocol: 'smtp', client });
+    } catch (err) {
+      if (err instanceof RouteRefused) {
+        if (err.waitMs > 0) await sleep(err.waitMs);
+        throw new SubmitterError('credentials', err.message, { cause: err });
+      }
+      if (err instanceof RouteUnavailable) throw new SubmitterError('temporary', err.message, { cause: err });
+      throw err;
+    }
   }
 }
 

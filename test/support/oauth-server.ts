@@ -50,6 +50,8 @@ export interface OAuthServerOptions {
   deviceInterval?: number;
   /** `expires_in` of device codes, in seconds. Default 600. */
   deviceExpiresIn?: number;
+  /** The loopback address to listen on. Default 127.0.0.1 (127.0.0.2: a host only a proxy reaches). */
+  host?: string;
 }
 
 export interface ClientRegistration {
@@ -157,7 +159,7 @@ export interface IntrospectionRecord {
 }
 
 export interface OAuthServer {
-  /** http://127.0.0.1:PORT, also the issuer identifier. */
+  /** http://127.0.0.1:PORT (or the host asked for), also the issuer identifier. */
   url: string;
   tokenUrl: string;
   deviceUrl: string;
@@ -731,9 +733,9 @@ export async function startOAuthServer(options: OAuthServerOptions = {}): Promis
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(0, options.host ?? '127.0.0.1', () => resolve());
   });
-  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  url = `http://${options.host ?? '127.0.0.1'}:${(server.address() as AddressInfo).port}`;
   tokenUrl = `${url}/token`;
 
   function findDevice(code: string): DeviceAuthorization {

@@ -7,6 +7,7 @@ import type { AbuseLimits, MailboxPolicy, ProxyConfig } from '../../src/config/o
 import { parseRouting, type BackendEndpoint, type ProfileSettings } from '../../src/config/profiles.js';
 import type { ImapTlsMode } from '../../src/imap/imap-client.js';
 import type { RelayEndpoint } from '../../src/smtp/relay-client.js';
+import type { LookupConfig } from '../../src/config/lookup-flags.js';
 import type { LockRegistry } from '../../src/lock/lock-registry.js';
 import { createLogger, type LogFormat, type LogLevel } from '../../src/logging/logger.js';
 import { createProxy, type Pop3ImapProxy } from '../../src/proxy.js';
@@ -61,6 +62,12 @@ export interface TestProxyOptions {
   /** SMTP submission on a free port, relaying to the default profile's `smtpRelay`. */
   smtp?: { maxSize?: number; implicitTls?: boolean };
   smtpRelay?: RelayEndpoint;
+  /** Routing by lookup (--lookup-url and its companions). */
+  lookup?: LookupConfig;
+  /** --http-proxy. */
+  httpProxy?: string;
+  /** --config's path, as the log names it. */
+  configFile?: string;
 }
 
 /** Generous limits, so that tests which are not about them never meet them. */
@@ -126,6 +133,9 @@ export async function startProxy(options: TestProxyOptions): Promise<TestProxy> 
       tlsPort: options.smtp.implicitTls ? 0 : undefined,
       maxSize: options.smtp.maxSize ?? 35 * 1024 * 1024,
     },
+    lookup: options.lookup,
+    httpProxy: options.httpProxy,
+    configFile: options.configFile,
   };
   const logger = createLogger({ ...config.log, stream: sink });
   const server = createProxy(config, logger, options.locks);
