@@ -9,7 +9,7 @@ import { hashPasswordCommand } from './admin/hash-password.js';
 import { address, healthcheckCommand, removeStatusFile, writeStatusFile } from './admin/healthcheck.js';
 import { oauthLoginCommand } from './admin/oauth-login.js';
 import { OAUTH_STATUS_USAGE, oauthStatusCommand } from './admin/oauth-status.js';
-import { HASH_PASSWORD_USAGE, HEALTHCHECK_USAGE, wantsHelp } from './admin/usage.js';
+import { HASH_PASSWORD_USAGE, HEALTHCHECK_USAGE, wantsHelp } from './config/usage.js';
 import { ConfigError, parseCommandLine } from './config/options.js';
 import { createLogger } from './logging/logger.js';
 import { installLastResort } from './logging/unexpected-errors.js';

@@ -8,7 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import yargs from 'yargs';
 import { needsLocalUsers, parseRouting, type BackendEndpoint, type Routing } from './profiles.js';
 import { loadTlsCredentials } from '../tls/tls-credentials.js';
-import { COMMANDS_EPILOGUE } from '../admin/usage.js';
+import { COMMANDS_EPILOGUE } from './usage.js';
 import { OPTIONS } from './flags.js';
 import { flagRelay, smtpConfig, type SmtpConfig } from './smtp-flags.js';
 import { httpProxyOf, lookupConfig, type LookupConfig } from './lookup-flags.js';

@@ -10,7 +10,7 @@
 import type { ImapSettings, ImapTlsMode } from '../imap/imap-client.js';
 import type { DeleteMode } from '../imap/imap-maildrop.js';
 import { DEFAULT_UIDL_FORMAT } from '../imap/uidl-format.js';
-import type { RelayEndpoint } from '../smtp/relay-client.js';
+import type { RelayEndpoint } from './relay-settings.js';
 import { parseRelay, RELAY_KEYS } from './relay-settings.js';
 import { checkUidlFormat, ConfigError, parseDeleteMode, readCa } from './values.js';
 

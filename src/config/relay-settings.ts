@@ -4,8 +4,19 @@
  * 465 with implicit TLS, 587 otherwise; TLS to STARTTLS; the certificate is verified as on the
  * IMAP side, with the same CA and server-name options.
  */
-import type { RelayEndpoint, RelayTlsMode } from '../smtp/relay-client.js';
 import { ConfigError, readCa } from './values.js';
+
+export type RelayTlsMode = 'implicit' | 'starttls' | 'none';
+
+/** Where SMTP submissions are relayed, and how its certificate is checked. */
+export interface RelayEndpoint {
+  readonly host: string;
+  readonly port: number;
+  readonly tls: RelayTlsMode;
+  readonly verifyTls: boolean;
+  readonly ca: Buffer | undefined;
+  readonly servername: string | undefined;
+}
 
 export const RELAY_KEYS = [
   'smtp-relay-host',

@@ -3,7 +3,7 @@
  * TLS), the size announced in EHLO, and the default profile's relay. Merged into the command
  * line's table by options.ts.
  */
-import type { RelayEndpoint } from '../smtp/relay-client.js';
+import type { RelayEndpoint } from './relay-settings.js';
 import { parseRelay, RELAY_KEYS } from './relay-settings.js';
 import { ConfigError } from './values.js';
 

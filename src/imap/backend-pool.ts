@@ -18,17 +18,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import type { ImapFlow } from 'imapflow';
 import type { Credentials } from '../maildrop/maildrop.js';
-
-export type EvictionReason = 'expired' | 'closed' | 'capacity' | 'replaced' | 'shutdown';
-
-export interface PoolEvents {
-  /** A login served by a kept connection. */
-  hit(): void;
-  /** A login that had to connect (nothing kept for these credentials). */
-  miss(): void;
-  /** A kept connection closed without being used again. */
-  evicted(reason: EvictionReason): void;
-}
+import type { EvictionReason, PoolEvents } from '../metrics/events.js';
 
 export interface BackendPoolOptions {
   /** How long after its login a connection may still be handed out; 0 keeps none. */
@@ -54,6 +44,8 @@ export interface LoginStamp {
   /** performance.now() at login. */
   readonly at: number;
 }
+
+export type { EvictionReason, PoolEvents } from '../metrics/events.js';
 
 export class BackendPool {
   /** Per-process key of the credential HMACs: never stored, never logged. */

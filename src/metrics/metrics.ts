@@ -3,10 +3,16 @@
  * report events through the small interfaces they define; this module turns them into series.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { EvictionReason, PoolEvents } from '../imap/backend-pool.js';
 import type { LockLossCause } from '../lock/lock-registry.js';
-import type { LoginOutcome, SessionEvents } from '../pop3/session-services.js';
-import type { SubmissionEvents, SubmissionLogin, SubmissionResult } from '../smtp/submission-session.js';
+import type {
+  EvictionReason,
+  LoginOutcome,
+  PoolEvents,
+  SessionEvents,
+  SubmissionEvents,
+  SubmissionLogin,
+  SubmissionResult,
+} from './events.js';
 
 const PREFIX = 'pop3proxy_';
 

@@ -4,7 +4,8 @@
  * leaf of the protocol: it knows nothing of the session or its commands.
  */
 import type { Logger } from 'winston';
-import type { LockLossCause, LockRegistry } from '../lock/lock-registry.js';
+import type { LockRegistry } from '../lock/lock-registry.js';
+import type { SessionEvents } from '../metrics/events.js';
 import type { MaildropProvider } from '../maildrop/maildrop.js';
 
 /** The connection as the session sees it. */
@@ -51,23 +52,7 @@ export interface SessionPolicy {
   readonly folderSeparator?: string | undefined;
 }
 
-export type LoginOutcome = 'ok' | 'auth' | 'in-use' | 'backend-error';
-
-/** What happens in sessions, for whoever counts it (metrics). */
-export interface SessionEvents {
-  sessionStarted(): void;
-  sessionEnded(reason: string): void;
-  login(outcome: LoginOutcome): void;
-  command(name: string): void;
-  /** Message octets sent by RETR (whole) or TOP. */
-  retrieved(octets: number, whole: boolean): void;
-  deleted(): void;
-  expunged(count: number): void;
-  lockWaited(seconds: number): void;
-  /** A session ended because its shared mailbox lock was lost. */
-  lockLost(cause: LockLossCause): void;
-  connectionRefused(limit: 'total' | 'per-ip'): void;
-}
+export type { LoginOutcome, SessionEvents } from '../metrics/events.js';
 
 export interface SessionServices {
   readonly provider: MaildropProvider;

@@ -14,18 +14,8 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { DotStuffer } from '../net/dot-stuffer.js';
 import { MIN_TLS_VERSION } from '../tls/tls-credentials.js';
+import type { RelayEndpoint } from '../config/relay-settings.js';
 import { ReplyError, ReplyReader, replyText, type RelayReply } from './relay-reply.js';
-
-export type RelayTlsMode = 'implicit' | 'starttls' | 'none';
-
-export interface RelayEndpoint {
-  readonly host: string;
-  readonly port: number;
-  readonly tls: RelayTlsMode;
-  readonly verifyTls: boolean;
-  readonly ca: Buffer | undefined;
-  readonly servername: string | undefined;
-}
 
 /** How the proxy logs in to the relay: the client's own password, or a bearer token (XOAUTH2). */
 export type RelayLogin =
@@ -54,6 +44,8 @@ export class RelayError extends Error {
     this.name = 'RelayError';
   }
 }
+
+export type { RelayEndpoint };
 
 export class RelayClient {
   private socket: net.Socket;

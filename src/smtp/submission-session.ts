@@ -8,6 +8,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { Logger } from 'winston';
+import type { SubmissionEvents } from '../metrics/events.js';
 import type { ClientInfo, Credentials } from '../maildrop/maildrop.js';
 import { RelayClient, RelayError, type RelayLogin, type RelayOptions } from './relay-client.js';
 import { replyText, type RelayReply } from './relay-reply.js';
@@ -23,13 +24,7 @@ export interface SubmissionPolicy {
   readonly maxSize: number;
 }
 
-export type SubmissionLogin = 'ok' | 'auth' | 'backend-error';
-export type SubmissionResult = 'accepted' | 'refused' | 'failed' | 'abandoned';
-
-export interface SubmissionEvents {
-  login(outcome: SubmissionLogin): void;
-  message(result: SubmissionResult, octets: number): void;
-}
+export type { SubmissionEvents, SubmissionLogin, SubmissionResult } from '../metrics/events.js';
 
 export interface SubmissionServices {
   readonly submitters: Submitters;
