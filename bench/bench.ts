@@ -2,7 +2,7 @@
  * Benchmark of the proxy against Dovecot's own POP3 on the same Maildir store, with a direct
  * IMAP client as the ceiling of the IMAP side. Usage:
  *
- *   npm run bench [-- [--quick] [--only=W1,W2,W3,W4,W5,idle]]
+ *   npm run bench [-- [--quick] [--only=W1,W2,W3,W4,W5,W7,idle]]
  *
  * Progress goes to stderr; the result table and one `BENCH_JSON {...}` line go to stdout.
  */
@@ -11,15 +11,17 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { mimeMessage } from '../test/support/corpus.js';
 import { startDovecot, type Dovecot, type TestUser } from '../test/support/dovecot.js';
+import { dovecotConfigForPostfix } from '../test/support/postfix.js';
 import { installSignalHandlers, onCleanup, runCleanups } from './cleanup.js';
 import { supportsPipelining } from './fast-pop3.js';
 import { crlfSize, fillMaildir } from './mailstore.js';
 import { CLI, loadLimitArgs } from './proxy-process.js';
 import { formatTable, type Row } from './report.js';
 import { w5 } from './remote.js';
+import { w7, W7_SIZES } from './submission.js';
 import { idle, w1, w2, w3, w4, type BenchConfig, type BenchContext, type Mailbox, type WorkloadOutcome } from './workloads.js';
 
-const WORKLOADS = ['W1', 'W2', 'W3', 'W4', 'W5', 'idle'] as const;
+const WORKLOADS = ['W1', 'W2', 'W3', 'W4', 'W5', 'W7', 'idle'] as const;
 type WorkloadName = (typeof WORKLOADS)[number];
 
 /** Commands in flight at once when the server announces PIPELINING. */
@@ -31,6 +33,7 @@ const SIZES = {
   w3: { bytes: 100 * 1024 * 1024 },
   w4: { users: 200, messages: 20, bytes: 20_000 },
   w5: { messages: 200, bytes: 20_000 },
+  w7: W7_SIZES,
   idle: { users: 1000, bytes: 2_000 },
 };
 
@@ -124,6 +127,7 @@ interface Users {
   w3: TestUser;
   w4: TestUser[];
   w5: TestUser;
+  w7: TestUser;
   idle: TestUser[];
 }
 
@@ -133,6 +137,7 @@ function benchUsers(): Users {
     w2: user('w2'),
     w3: user('w3'),
     w5: user('w5'),
+    w7: user('w7'),
     w4: Array.from({ length: SIZES.w4.users }, (_, i) => user(`w4-${i}`)),
     idle: Array.from({ length: SIZES.idle.users }, (_, i) => user(`idle-${i}`)),
   };
@@ -151,7 +156,7 @@ async function fill(d: Dovecot, u: TestUser, count: number, make: (i: number) =>
 
 /** Fills the Maildirs the selected workloads need. */
 async function fillStore(d: Dovecot, users: Users, only: Set<WorkloadName>): Promise<Record<WorkloadName, Mailbox[]>> {
-  const boxes: Record<WorkloadName, Mailbox[]> = { W1: [], W2: [], W3: [], W4: [], W5: [], idle: [] };
+  const boxes: Record<WorkloadName, Mailbox[]> = { W1: [], W2: [], W3: [], W4: [], W5: [], W7: [], idle: [] };
   if (only.has('W1')) boxes.W1.push(await fill(d, users.w1, SIZES.w1.messages, (i) => mimeMessage(i, SIZES.w1.bytes)));
   if (only.has('W2')) boxes.W2.push(await fill(d, users.w2, SIZES.w2.messages, (i) => mimeMessage(i, SIZES.w2.bytes)));
   if (only.has('W3')) boxes.W3.push(await fill(d, users.w3, 1, (i) => mimeMessage(i, SIZES.w3.bytes)));
@@ -161,6 +166,8 @@ async function fillStore(d: Dovecot, users: Users, only: Set<WorkloadName>): Pro
     for (const u of users.w4) boxes.W4.push(await fill(d, u, messages.length, (i) => messages[i] as Buffer));
   }
   if (only.has('W5')) boxes.W5.push(await fill(d, users.w5, SIZES.w5.messages, (i) => mimeMessage(i, SIZES.w5.bytes)));
+  // W7 submits its own mail (through Postfix and LMTP): the mailbox starts empty.
+  if (only.has('W7')) boxes.W7.push({ user: users.w7, messages: 0, octets: 0 });
   if (only.has('idle')) {
     const message = mimeMessage(0, SIZES.idle.bytes);
     for (const u of users.idle) boxes.idle.push(await fill(d, u, 1, () => message));
@@ -181,6 +188,8 @@ async function runWorkload(name: WorkloadName, ctx: BenchContext, boxes: Mailbox
       return w4(ctx, boxes);
     case 'W5':
       return w5(ctx, first);
+    case 'W7':
+      return w7(ctx, first);
     case 'idle':
       return idle(ctx, boxes);
   }
@@ -194,9 +203,11 @@ async function main(): Promise<number> {
   const busyBefore = await cpuBusy(1000);
   if (busyBefore > 0.2) progress(`warning: the CPUs are ${(busyBefore * 100).toFixed(0)} % busy before the start; other work on this machine will skew the figures`);
   const users = benchUsers();
-  const all = [users.w1, users.w2, users.w3, users.w5, ...users.w4, ...users.idle];
+  const all = [users.w1, users.w2, users.w3, users.w5, users.w7, ...users.w4, ...users.idle];
   progress(`starting Dovecot with ${all.length} users (${config.quick ? 'quick' : 'full'} run: ${[...only].join(', ')})`);
-  const dovecot = await startDovecot({ users: all, extraConfig: DOVECOT_CONFIG });
+  // W7's Postfix needs Dovecot's LMTP and auth sockets; the other workloads run without them.
+  const extraConfig = only.has('W7') ? `${DOVECOT_CONFIG}\n${dovecotConfigForPostfix()}` : DOVECOT_CONFIG;
+  const dovecot = await startDovecot({ users: all, extraConfig });
   onCleanup(async () => {
     progress('stopping Dovecot');
     await dovecot.stop();

@@ -23,6 +23,7 @@ import {
   Hopeless,
   hostNetworkCompose,
   inspect,
+  run,
   setUpDocker,
   stopDaemon,
   waitFor,
@@ -279,16 +280,18 @@ test('docker stop (10 s) with a session holding a DELE: the store is left as it 
   assert.ok(!(await maildirFlags('bob')).some((f) => f.includes('T')), 'and none is flagged \\Deleted');
 });
 
-test('docker/compose.yaml: the README command brings up the proxy and a Dovecot that holds the sample, and the README curl reads it', { skip, timeout: 600_000 }, async (t: TestContext) => {
+test('docker/compose.yaml: the README command brings up the proxy, a Dovecot that holds the sample and a Postfix; the README curl reads the sample and a message swaks sent', { skip, timeout: 600_000 }, async (t: TestContext) => {
   const readme = await readFile(path.join(repoRoot(), 'README.md'), 'utf8');
   assert.ok(readme.includes('docker compose -f docker/compose.yaml up --build'), 'the README says how to bring the stack up');
   assert.ok(readme.includes('curl -u demo:demo pop3://127.0.0.1:1110/1'), 'and how to read the sample');
+  assert.ok(readme.includes('swaks --server 127.0.0.1:1587 --auth-user demo --auth-password demo --to demo@example.com'), 'and how to send a message');
 
-  const [imap, pop3, metrics] = [await freePort(), await freePort(), await freePort()];
+  const [imap, pop3, metrics, lmtp, auth, postfixPort, smtp] = (await Promise.all(Array.from({ length: 7 }, () => freePort()))) as [number, number, number, number, number, number, number];
   const dovecotConf = path.join(work, 'demo-dovecot.conf');
-  await writeFile(dovecotConf, dovecotOnLoopback(imap), { mode: 0o644 });
+  await writeFile(dovecotConf, dovecotOnLoopback(imap, lmtp, auth), { mode: 0o644 });
   const file = await hostNetworkCompose('docker/compose.yaml', path.join(work, 'compose.host.yaml'), {
     dovecot: { volumes: [`${dovecotConf}:/etc/dovecot/local.d/test.conf:ro`] },
+    postfix: { environment: { SUBMISSION_LISTEN: `127.0.0.1:${postfixPort}`, DOVECOT_AUTH: `127.0.0.1:${auth}`, DOVECOT_LMTP: `127.0.0.1:${lmtp}` } },
     proxy: {
       environment: {
         POP3PROXY_IMAP_HOST: '127.0.0.1',
@@ -297,6 +300,9 @@ test('docker/compose.yaml: the README command brings up the proxy and a Dovecot 
         POP3PROXY_PORT: String(pop3),
         POP3PROXY_METRICS_HOST: '127.0.0.1',
         POP3PROXY_METRICS_PORT: String(metrics),
+        POP3PROXY_SMTP_PORT: String(smtp),
+        POP3PROXY_SMTP_RELAY_HOST: '127.0.0.1',
+        POP3PROXY_SMTP_RELAY_PORT: String(postfixPort),
       },
     },
   });
@@ -310,6 +316,15 @@ test('docker/compose.yaml: the README command brings up the proxy and a Dovecot 
     assert.deepEqual(message, Buffer.from(sample.toString('latin1').replace(/\n/g, '\r\n'), 'latin1'), 'the sample, byte for byte (CRLF on the wire)');
     say(t, `curl -u demo:demo pop3://127.0.0.1:${pop3}/1 printed:\n${message.toString('utf8').trimEnd()}`);
     say(t, `curl -u demo:demo pop3://127.0.0.1:${pop3}/ printed: ${(await curlPop3('demo:demo', pop3, '')).toString().trim()}`);
+
+    // The README's swaks through the proxy and Postfix; Postfix delivers after its 250, so wait.
+    const subject = `compose round trip ${process.pid}`;
+    const swaks = ['--server', `127.0.0.1:${smtp}`, '--auth-user', 'demo', '--auth-password', 'demo', '--to', 'demo@example.com', '--header', `Subject: ${subject}`, '--timeout', '30'];
+    // Postfix may still be starting when POP3 already answers: 454 is "later", as for any client.
+    const sent = await waitFor('swaks through the proxy', 90_000, () => run('swaks', swaks, 60_000).catch(() => undefined));
+    assert.match(sent.stdout, /^<-\s+250 .*queued as/m, `swaks got the relay's 250:\n${sent.stdout}`);
+    await waitFor('the message in the demo mailbox', 60_000, async () => ((await curlPop3('demo:demo', pop3, '2')).toString().includes(`Subject: ${subject}`) ? true : undefined));
+    say(t, `swaks through 127.0.0.1:${smtp}, then curl pop3://127.0.0.1:${pop3}/2 read it back; swaks said:\n${sent.stdout.trimEnd()}`);
   });
   assert.match(stack.output, /dovecot-demo: the sample message is in demo's mailbox/);
   assert.doesNotMatch(stack.output, /\b(Error|Fatal|panic)\b/i, 'no error in any service');
@@ -318,7 +333,7 @@ test('docker/compose.yaml: the README command brings up the proxy and a Dovecot 
 test('docker/compose.replicas.yaml: two proxies behind HAProxy with Redis serve the sample and share the mailbox lock', { skip, timeout: 600_000 }, async (t: TestContext) => {
   const [imap, redis, haproxy, p1, m1, p2, m2] = (await Promise.all(Array.from({ length: 7 }, () => freePort()))) as [number, number, number, number, number, number, number];
   const dovecotConf = path.join(work, 'replicas-dovecot.conf');
-  await writeFile(dovecotConf, dovecotOnLoopback(imap), { mode: 0o644 });
+  await writeFile(dovecotConf, dovecotOnLoopback(imap, await freePort(), await freePort()), { mode: 0o644 });
   const replica = (port: number, metricsPort: number) => ({
     environment: {
       POP3PROXY_IMAP_HOST: '127.0.0.1',
@@ -404,7 +419,8 @@ async function withStack(t: TestContext, name: string, file: string, checks: (st
   return stack;
 }
 
-/** What the test adds to the demo Dovecot on the host's network: loopback only, a free port. */
-function dovecotOnLoopback(port: number): string {
-  return ['listen = 127.0.0.1', 'login_trusted_networks = 127.0.0.0/8', 'service imap-login {', '  inet_listener imap {', `    port = ${port}`, '  }', '}', ''].join('\n');
+/** What the test adds to the demo Dovecot on the host's network: loopback only, free ports (IMAP, LMTP, auth). */
+function dovecotOnLoopback(port: number, lmtp: number, auth: number): string {
+  const listener = (service: string, name: string, p: number) => [`service ${service} {`, `  inet_listener ${name} {`, `    port = ${p}`, '  }', '}'];
+  return ['listen = 127.0.0.1', 'login_trusted_networks = 127.0.0.0/8', ...listener('imap-login', 'imap', port), ...listener('lmtp', 'lmtp', lmtp), ...listener('auth', 'auth-postfix', auth), ''].join('\n');
 }
