@@ -16,6 +16,7 @@ import { RawPop3 } from './support/pop3-client.js';
 import { cannotRunPostfix, dovecotConfigForPostfix, startPostfix, type Postfix } from './support/postfix.js';
 import { startProxy, type TestProxy } from './support/proxy.js';
 import { smtplibSession, stepReply } from './support/smtplib-client.js';
+import { assertDelivered, closedPort } from './support/smtp-tools.js';
 
 const TEST = { timeout: 120_000 };
 const HOOK = { timeout: 120_000 };
@@ -92,14 +93,6 @@ async function arrived(user: { name: string; password: string }, count: number):
   }
 }
 
-/** The stored message is the relay's trace headers, then exactly what the client sent. */
-function assertDelivered(store: Buffer, sent: Buffer): void {
-  assert.ok(store.subarray(store.length - sent.length).equals(sent), 'the message arrived byte for byte');
-  const trace = store.subarray(0, store.length - sent.length).toString('latin1');
-  for (const line of trace.split('\r\n').filter((l) => l !== '' && !/^\s/.test(l))) {
-    assert.match(line, /^(Return-Path|Delivered-To|Received):/, `only trace headers come first: ${line}`);
-  }
-}
 
 const submit = (job: Partial<Parameters<typeof smtplibSession>[0]> & { message: Buffer }) =>
   smtplibSession({ port: proxy.smtpPort!, user: alice.name, password: alice.password, from: 'alice@example.test', to: ['bob@example.test'], ...job });
@@ -182,16 +175,7 @@ test('bare LF line ends (SMTP smuggling) are refused with 554 5.6.0 and nothing 
 });
 
 test('a client cut in the middle of DATA: the relay gets no final ".", nothing is delivered; the resubmission is delivered once', { ...TEST, skip }, async () => {
-  const socket = net.connect(proxy.smtpPort!, '127.0.0.1');
-  socket.on('error', () => undefined);
-  const said = await converse(socket, [
-    'EHLO raw.example',
-    `AUTH PLAIN ${Buffer.from(`\0${alice.name}\0${alice.password}`).toString('base64')}`,
-    'MAIL FROM:<alice@example.test>',
-    'RCPT TO:<bob@example.test>',
-    'DATA',
-  ]);
-  assert.match(said, /354 /);
+  const socket = await intoData(proxy.smtpPort!);
   // Dot-stuffed as a client sends it (the message has a line of a lone "."), and cut short.
   const stuffed = Buffer.from(message('cut').toString('latin1').replace(/^\./gm, '..'), 'latin1');
   socket.write(stuffed.subarray(0, 400));
@@ -213,17 +197,8 @@ test('shutdown while a message still arrives: at the end of the grace the client
     smtp: {},
     smtpRelay: { host: '127.0.0.1', port: postfix.port, tls: 'starttls', verifyTls: true, ca: certs.ca.cert, servername: 'localhost' },
   });
-  const socket = net.connect(own.smtpPort!, '127.0.0.1');
-  socket.on('error', () => undefined);
+  const socket = await intoData(own.smtpPort!);
   try {
-    const said = await converse(socket, [
-      'EHLO raw.example',
-      `AUTH PLAIN ${Buffer.from(`\0${alice.name}\0${alice.password}`).toString('base64')}`,
-      'MAIL FROM:<alice@example.test>',
-      'RCPT TO:<bob@example.test>',
-      'DATA',
-    ]);
-    assert.match(said, /354 /);
     socket.write('Subject: unfinished\r\n\r\nthe first lines of a message that never ends\r\n');
     let tail = '';
     socket.on('data', (d: Buffer) => (tail += d.toString('latin1')));
@@ -267,13 +242,15 @@ test('swaks, a real client of its own: STARTTLS is not offered without a certifi
   assert.match(inbox[0]!.toString('latin1'), /Subject: from swaks\r\n[\s\S]*swaks body/);
 });
 
-/** A port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+
+/** A raw session of alice's logged in and past DATA's 354: the message is the caller's to send. */
+async function intoData(port: number): Promise<net.Socket> {
+  const socket = net.connect(port, '127.0.0.1');
+  socket.on('error', () => undefined);
+  const login = Buffer.from(`\0${alice.name}\0${alice.password}`).toString('base64');
+  const said = await converse(socket, ['EHLO raw.example', `AUTH PLAIN ${login}`, 'MAIL FROM:<alice@example.test>', 'RCPT TO:<bob@example.test>', 'DATA']);
+  assert.match(said, /354 /);
+  return socket;
 }
 
 /** Sends each line (CRLF added) after the previous reply; returns everything the server said. */

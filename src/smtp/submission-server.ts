@@ -145,13 +145,13 @@ export class SubmissionServer {
     for (const door of this.doors) door.close();
     const deadline = Date.now() + graceMs;
     while ([...this.open.values()].some((o) => o.session.inData) && Date.now() < deadline) await sleep(50);
-    for (const open of this.open.values()) {
+    for (const [id, open] of [...this.open]) {
       open.session.abandon();
       open.connection?.send(421, '4.3.2 Service shutting down, try again later', false);
       open.connection?.close();
-      open.session.close();
+      // Ended here, not in onClose (which may come after the process is gone): logged and uncounted.
+      this.closed(id);
     }
-    this.open.clear();
   }
 
   private start({ socket, secure, client }: Admitted): { abort(): void } {

@@ -134,7 +134,7 @@ export class SubmissionSession {
     } finally {
       this.receiving = false;
     }
-    if (reply.code !== 250) {
+    if (reply.code < 200 || reply.code >= 300) {
       this.services.events.message('refused', check.octets);
       this.log('info', `The relay refused the message: ${replyText(reply)}`);
       passOn(reply);
@@ -235,7 +235,9 @@ export class SubmissionSession {
 
 /** A relay's refusal becomes the client's, code, enhanced code and text as the relay said them. */
 function passOn(reply: RelayReply): void {
-  if (reply.code < 400) return;
+  if (reply.code < 300) return;
+  // A 3xx here is the relay answering out of turn: never taken for a success (nor a 250).
+  if (reply.code < 400) throw new SmtpReply(451, '4.4.0', 'The relay answered out of turn, try again later');
   throw new SmtpReply(reply.code, reply.enhanced ?? (reply.code < 500 ? '4.0.0' : '5.0.0'), reply.lines.join(' '));
 }
 
